@@ -1,0 +1,154 @@
+"""Throwaway PostgreSQL clusters for `pyctl demo` and the test suite.
+
+initdb refuses to run as root, so when we are root the server runs as an
+unprivileged OS user (``postgres`` by default) in a directory under /tmp that
+it owns; clients (this process, pg_dump, psql) connect over TCP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class ClusterError(RuntimeError):
+    """A throwaway cluster could not be created or started."""
+
+
+def find_bindir() -> Path:
+    """Locate the PostgreSQL server binaries: PATH, pg_config, then Debian's place."""
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).resolve().parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        candidate = Path(out.stdout.strip())
+        if (candidate / "initdb").exists():
+            return candidate
+    debian = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+    )
+    if debian:
+        return Path(debian[-1]).parent
+    raise ClusterError(
+        "PostgreSQL server binaries not found: put initdb on PATH, install pg_config, "
+        "or install the Debian package postgresql"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_user() -> str | None:
+    """The OS user to run the server as, or None to run it as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    return os.environ.get("PYCTL_SERVER_OS_USER", "postgres")
+
+
+class Cluster:
+    """A PostgreSQL cluster in a temporary directory, removed by :meth:`destroy`."""
+
+    def __init__(self, bindir: Path | None = None, *, settings: dict[str, str] | None = None) -> None:
+        self.bindir = bindir or find_bindir()
+        self.os_user = _server_user()
+        self.base = Path(tempfile.mkdtemp(prefix="pyctl-pg-", dir="/tmp"))
+        self.datadir = self.base / "data"
+        self.logfile = self.base / "server.log"
+        self.port = free_port()
+        self.superuser = "postgres"
+        self.settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.base}'",
+            "fsync": "off",
+            "max_connections": "100",
+        }
+        if settings:
+            self.settings.update(settings)
+        if self.os_user:
+            pw = pwd.getpwnam(self.os_user)
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.base, 0o755)
+
+    # -- running commands as the server's OS user -------------------------------
+    def _cmd(self, args: list[str]) -> list[str]:
+        if self.os_user:
+            return ["runuser", "-u", self.os_user, "--", *args]
+        return args
+
+    def run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self._cmd(args), capture_output=True, text=True, check=False, cwd="/")
+        if check and proc.returncode != 0:
+            raise ClusterError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc
+
+    def bin(self, name: str) -> str:
+        return str(self.bindir / name)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def init(self) -> Cluster:
+        self.run([self.bin("initdb"), "-D", str(self.datadir), "-U", self.superuser, "--auth=trust",
+                  "-E", "UTF8", "--locale=C", "--no-sync"])
+        with open(self.datadir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            for key, value in self.settings.items():
+                conf.write(f"{key} = {value}\n")
+        return self
+
+    def start(self) -> Cluster:
+        self.run([self.bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60",
+                  "-o", f"-p {self.port}", "start"])
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            self.run([self.bin("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"], check=False)
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user or self.superuser}"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = subprocess.run([self.bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                                  capture_output=True, check=False)
+            if proc.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"server on port {self.port} did not become ready; see {self.logfile}")
+
+    def log_text(self) -> str:
+        try:
+            return self.logfile.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+
+def start_cluster(settings: dict[str, str] | None = None) -> Cluster:
+    """Create and start a throwaway cluster; destroy it again if it fails to start."""
+    cluster = Cluster(settings=settings)
+    try:
+        cluster.init().start()
+        cluster.wait_ready()
+    except BaseException:
+        log = cluster.log_text()
+        cluster.destroy()
+        if log:
+            raise ClusterError(f"server failed to start:\n{log[-2000:]}") from None
+        raise
+    return cluster

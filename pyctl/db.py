@@ -1,0 +1,88 @@
+"""Connections, the libpq way: --dsn, else DATABASE_URL, else the PG* variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+REFUSED = "PV001"  # a hold or restriction refused the statement
+USAGE = "PV002"  # the SQL API was called with bad input
+
+
+class PyctlError(Exception):
+    """An expected failure, reported as a one-line 'Error: ...' (exit 1)."""
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The connection string to use; '' lets libpq read the PG* variables."""
+    if dsn:
+        return dsn
+    return os.environ.get("DATABASE_URL", "")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a database error, without a traceback."""
+    if isinstance(exc, psycopg.Error):
+        diag = getattr(exc, "diag", None)
+        primary = diag.message_primary if diag is not None and diag.message_primary else None
+        text = primary or str(exc).strip()
+        return " ".join(text.split())
+    return str(exc)
+
+
+def connect(dsn: str | None, *, autocommit: bool = False) -> psycopg.Connection:
+    conninfo = resolve_dsn(dsn)
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise PyctlError(f"malformed connection string: {describe(exc)}") from None
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise PyctlError(f"cannot connect: {describe(exc)}") from None
+    except psycopg.ProgrammingError as exc:
+        raise PyctlError(f"malformed connection string: {describe(exc)}") from None
+
+
+@contextmanager
+def transaction(dsn: str | None) -> Iterator[psycopg.Connection]:
+    """A connection whose work commits at the end, or rolls back on any error."""
+    conn = connect(dsn)
+    try:
+        with conn.transaction():
+            yield conn
+    except psycopg.Error as exc:
+        raise PyctlError(describe(exc)) from None
+    finally:
+        conn.close()
+
+
+def require_primary(conn: psycopg.Connection) -> None:
+    """Refuse to write on a follower (a server in recovery)."""
+    row = conn.execute("select pg_catalog.pg_is_in_recovery()").fetchone()
+    if row and row[0]:
+        info = conn.execute(
+            "select s.sender_host, s.sender_port from pg_catalog.pg_stat_wal_receiver s"
+        ).fetchone()
+        where = f" (its primary is {info[0]}:{info[1]})" if info and info[0] else ""
+        raise PyctlError(
+            f"this server is a read-only follower{where}: run the command against the primary"
+        )
+
+
+def installed(conn: psycopg.Connection) -> bool:
+    row = conn.execute("select pg_catalog.to_regclass('privacy.processing_restrictions') is not null").fetchone()
+    return bool(row and row[0])
+
+
+def require_installed(conn: psycopg.Connection) -> None:
+    if not installed(conn):
+        raise PyctlError("the privacy toolkit is not installed in this database: run `pyctl install` first")
+
+
+def ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)

@@ -1,0 +1,156 @@
+"""Install, upgrade and uninstall: yoyo migrations for tables, sql/ for the rest."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from yoyo import read_migrations
+from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
+from yoyo.connections import parse_uri
+
+from . import __version__
+from .db import PyctlError, connect, describe, require_primary, resolve_dsn
+from .resources import migrations_dir, sql_files
+
+MIGRATION_PREFIX = "privacy-"
+DEFAULT_STEWARD_ROLE = "privacy_steward"
+
+
+def _backend_for(conninfo: str) -> PostgresqlPsycopgBackend:
+    """A yoyo backend on a libpq connection string (yoyo itself wants a URL)."""
+
+    class Backend(PostgresqlPsycopgBackend):  # type: ignore[misc]
+        def connect(self, dburi: Any) -> psycopg.Connection:
+            return psycopg.connect(conninfo, autocommit=True)
+
+    backend = Backend(parse_uri("postgresql+psycopg:///pyctl"), "_yoyo_migration")
+    backend.init_database()
+    return backend
+
+
+def apply_migrations(conninfo: str) -> list[str]:
+    """Apply the packaged migrations that are not applied yet; return their ids."""
+    backend = _backend_for(conninfo)
+    try:
+        migrations = read_migrations(str(migrations_dir()))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            ids = [m.id for m in pending]
+            # post-apply.py reloads sql/; install does that itself, in one transaction.
+            backend.apply_migrations_only(pending)
+        return ids
+    finally:
+        backend.connection.close()
+
+
+def reload_sql(conn: psycopg.Connection) -> int:
+    """Execute every file of sql/ and regenerate every protected table's enforcement.
+
+    Runs inside the caller's transaction; returns the number of tables regenerated.
+    """
+    for path in sql_files():
+        conn.execute(path.read_text(encoding="utf-8").encode())  # type: ignore[arg-type]
+    row = conn.execute("select privacy.refresh_enforcement()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _ensure_steward_role(conn: psycopg.Connection, role: str | None) -> str:
+    current = conn.execute("select value from privacy.settings where name = 'steward_role'").fetchone()
+    name = role or (current[0] if current else DEFAULT_STEWARD_ROLE)
+    exists = conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (name,)).fetchone()
+    if not exists:
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise PyctlError(
+                f"role {name} does not exist and {_current_user(conn)} may not create roles: "
+                f"create it (CREATE ROLE {name} NOLOGIN) or pass --steward-role with an existing role"
+            ) from None
+    conn.execute(
+        "insert into privacy.settings (name, value) values ('steward_role', %s) "
+        "on conflict (name) do update set value = excluded.value",
+        (name,),
+    )
+    return name
+
+
+def _current_user(conn: psycopg.Connection) -> str:
+    row = conn.execute("select current_user").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def install(dsn: str | None, steward_role: str | None = None) -> dict[str, Any]:
+    """Install or upgrade; idempotent. Returns what was done."""
+    conn = connect(dsn)
+    try:
+        require_primary(conn)
+        conn.rollback()
+        try:
+            applied = apply_migrations(resolve_dsn(dsn))
+        except psycopg.Error as exc:
+            raise PyctlError(f"migration failed: {describe(exc)}") from None
+        try:
+            with conn.transaction():
+                role = _ensure_steward_role(conn, steward_role)
+                regenerated = reload_sql(conn)
+                conn.execute(
+                    "insert into privacy.settings (name, value) "
+                    "select 'installed_system_identifier', system_identifier::text from pg_catalog.pg_control_system() "
+                    "on conflict (name) do nothing"
+                )
+                conn.execute(
+                    "select privacy.ledger_append('toolkit_installed', null, null, null, "
+                    "pg_catalog.jsonb_build_object('version', privacy.toolkit_version(), 'migrations', %s::jsonb))",
+                    (json.dumps(applied),),
+                )
+        except psycopg.Error as exc:
+            raise PyctlError(f"install failed: {describe(exc)}") from None
+        return {"version": __version__, "migrations_applied": applied, "steward_role": role,
+                "tables_regenerated": regenerated}
+    finally:
+        conn.close()
+
+
+def uninstall(dsn: str | None) -> dict[str, Any]:
+    """Remove everything the toolkit made; refused while a hold or restriction is active."""
+    conn = connect(dsn)
+    try:
+        require_primary(conn)
+        with conn.transaction():
+            row = conn.execute("select pg_catalog.to_regnamespace('privacy') is not null").fetchone()
+            if not row or not row[0]:
+                raise PyctlError("the privacy toolkit is not installed in this database")
+            active = conn.execute(
+                "select count(*) filter (where kind = 'legal_hold'), count(*) filter (where kind = 'restriction') "
+                "from privacy.processing_restrictions where released_at is null"
+            ).fetchone()
+            holds, restrictions = (active or (0, 0))
+            if holds:
+                raise PyctlError(
+                    f"uninstall refused: {holds} legal hold(s) active; removing their enforcement would destroy "
+                    "preservation. Release them first (pyctl hold list)"
+                )
+            if restrictions:
+                raise PyctlError(
+                    f"uninstall refused: {restrictions} processing restriction(s) active; their data would become "
+                    "visible to applications. Release them first (pyctl restrict list)"
+                )
+            tables = conn.execute(
+                "select privacy.qualified(table_schema, table_name) from privacy.protected_tables order by id desc"
+            ).fetchall()
+            conn.execute(
+                "select privacy.drop_enforcement(p, true) from privacy.protected_tables p order by p.id desc"
+            )
+            conn.execute("drop event trigger if exists privacy_protect_new_partitions")
+            conn.execute("drop schema privacy cascade")
+            if conn.execute("select pg_catalog.to_regclass('_yoyo_migration') is not null").fetchone() == (True,):
+                conn.execute("delete from _yoyo_migration where migration_id like %s", (MIGRATION_PREFIX + "%",))
+        return {"uninstalled": True, "tables_released": [t[0] for t in tables]}
+    except psycopg.Error as exc:
+        raise PyctlError(f"uninstall failed: {describe(exc)}") from None
+    finally:
+        conn.close()

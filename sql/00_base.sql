@@ -1,0 +1,227 @@
+-- sql/00_base.sql: version, roles, refusals and the ledger.
+-- Every file in sql/ is the current truth and re-runnable: pyctl install (and the
+-- yoyo post-apply hook) executes them in name order, in one transaction.
+
+-- Lock the schema down again on every reload; later files grant what is needed.
+revoke all on schema privacy from public;
+revoke all on all tables in schema privacy from public;
+revoke all on all sequences in schema privacy from public;
+revoke all on all functions in schema privacy from public;
+alter default privileges in schema privacy revoke all on tables from public;
+alter default privileges in schema privacy revoke execute on functions from public;
+
+-- The toolkit version that generated what is installed.
+create or replace function privacy.toolkit_version()
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$ select '0.1.0' $$;
+
+-- The role whose members are stewards (configurable at install).
+create or replace function privacy.steward_role()
+    returns name
+    stable
+    security definer
+    set search_path = ''
+    language sql
+as $$
+    select coalesce((select value from privacy.settings where name = 'steward_role'), 'privacy_steward')::name
+$$;
+
+-- True when ROLE may act on restricted rows of TABLE: a steward, a member of the
+-- table's owner (who bypasses row-level security anyway), or a superuser.
+create or replace function privacy.is_privileged(p_role name, p_table oid)
+    returns boolean
+    stable
+    security definer
+    set search_path = ''
+    language sql
+as $$
+    select exists (select 1 from pg_catalog.pg_roles r where r.rolname = p_role and (r.rolsuper or r.rolbypassrls))
+        or pg_catalog.pg_has_role(p_role, privacy.steward_role(), 'MEMBER')
+        or exists (select 1 from pg_catalog.pg_class c
+                    where c.oid = p_table and pg_catalog.pg_has_role(p_role, c.relowner, 'USAGE'))
+$$;
+
+-- The role a person is acting as: inside a referential cascade PostgreSQL runs as
+-- the table owner, so below the first trigger level we judge by the role the
+-- session has set (SET ROLE), else its login.
+create or replace function privacy.acting_role()
+    returns name
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select case when pg_catalog.pg_trigger_depth() > 1
+                then coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name
+                else current_user
+           end
+$$;
+
+-- Raises the toolkit's refusal: SQLSTATE PV001, message prefix 'privacy: '.
+create or replace function privacy.refuse(p_table text, p_operation text, p_mark smallint, p_subjects jsonb)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_what text;
+    v_subject text;
+    v_row privacy.processing_restrictions;
+    v_kind text := case when p_mark & 1 <> 0 then 'legal_hold' else 'restriction' end;
+begin
+    -- p_subjects: [[type, key], ...]; name the first one under the blocking kind.
+    select r.* into v_row
+      from pg_catalog.jsonb_array_elements(coalesce(p_subjects, '[]')) s
+      join privacy.processing_restrictions r
+        on r.subject_type = s->>0 and r.subject_key = s->>1
+     where r.released_at is null and r.kind = v_kind
+     order by r.placed_at
+     limit 1;
+    -- Outside a trigger nobody needs case references: don't hand them to whoever calls this.
+    if pg_catalog.pg_trigger_depth() = 0 then
+        v_row := null;
+    end if;
+    if v_row.id is null then
+        v_what := case when v_kind = 'legal_hold' then 'is under legal hold' else 'is under a processing restriction' end;
+        v_subject := coalesce((select (s->>0) || '/' || (s->>1) from pg_catalog.jsonb_array_elements(coalesce(p_subjects, '[]')) s limit 1), '(unknown)');
+    elsif v_kind = 'legal_hold' then
+        v_what := pg_catalog.format('is under legal hold %s (case %s)', v_row.id, v_row.case_ref);
+        v_subject := v_row.subject_type || '/' || v_row.subject_key;
+    else
+        v_what := pg_catalog.format('is under processing restriction %s', v_row.id);
+        v_subject := v_row.subject_type || '/' || v_row.subject_key;
+    end if;
+    -- The refused statement rolls back, so its trace goes to the server log.
+    raise log 'privacy: refused % on % by % (session %): subject % %',
+        p_operation, p_table, privacy.acting_role(), session_user, v_subject, v_what;
+    raise exception using
+        errcode = 'PV001',
+        message = pg_catalog.format('privacy: %s on %s refused: subject %s %s', p_operation, p_table, v_subject, v_what),
+        hint = case when v_kind = 'legal_hold'
+                    then 'A legal hold preserves the data: nobody may change or delete it until the hold is released.'
+                    else 'Restricted data may only be stored: only stewards may correct it until the restriction is released.' end;
+end;
+$$;
+
+-- Raises a usage error of the SQL API: SQLSTATE PV002, message prefix 'privacy: '.
+create or replace function privacy.fail(p_message text)
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+begin
+    raise exception using errcode = 'PV002', message = 'privacy: ' || p_message;
+end;
+$$;
+
+-- The text whose sha256 (after the previous hash) is an entry's hash.
+create or replace function privacy.ledger_content(p privacy.ledger)
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.jsonb_build_object(
+        'seq', p.seq,
+        'recorded_at', pg_catalog.to_char(p.recorded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'session_role', p.session_role,
+        'acting_role', p.acting_role,
+        'event', p.event,
+        'subject_type', p.subject_type,
+        'subject_key', p.subject_key,
+        'restriction_id', p.restriction_id,
+        'payload', p.payload)::text
+$$;
+
+-- Appends one event to the ledger, chained to the previous one; serialised by a
+-- lock on the ledger so the chain follows commit order. Also NOTIFYs privacy_events.
+create or replace function privacy.ledger_append(
+        p_event text, p_subject_type text, p_subject_key text, p_restriction_id uuid, p_payload jsonb)
+    returns bigint
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v privacy.ledger;
+    v_last privacy.ledger;
+begin
+    lock table privacy.ledger in share row exclusive mode;
+    select * into v_last from privacy.ledger order by seq desc limit 1;
+    v.seq := coalesce(v_last.seq, 0) + 1;
+    v.recorded_at := pg_catalog.clock_timestamp();
+    v.session_role := session_user;
+    v.acting_role := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user);
+    v.event := p_event;
+    v.subject_type := p_subject_type;
+    v.subject_key := p_subject_key;
+    v.restriction_id := p_restriction_id;
+    v.payload := coalesce(p_payload, '{}');
+    v.prev_hash := v_last.hash;
+    v.hash := pg_catalog.sha256(coalesce(v.prev_hash, ''::bytea) || pg_catalog.convert_to(privacy.ledger_content(v), 'UTF8'));
+    insert into privacy.ledger values (v.*);
+    perform pg_catalog.pg_notify('privacy_events', pg_catalog.jsonb_build_object(
+        'seq', v.seq, 'event', v.event, 'subject_type', v.subject_type,
+        'subject_key', v.subject_key, 'id', v.restriction_id)::text);
+    return v.seq;
+end;
+$$;
+
+-- Refuses every change to the ledger: it is append-only for every role, the owner included.
+create or replace function privacy.ledger_is_append_only()
+    returns trigger
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+begin
+    raise exception using errcode = 'PV001',
+        message = pg_catalog.format('privacy: %s on privacy.ledger refused: the ledger is append-only', tg_op);
+end;
+$$;
+
+drop trigger if exists privacy_append_only on privacy.ledger;
+create trigger privacy_append_only before update or delete on privacy.ledger
+    for each row execute function privacy.ledger_is_append_only();
+drop trigger if exists privacy_no_truncate on privacy.ledger;
+create trigger privacy_no_truncate before truncate on privacy.ledger
+    for each statement execute function privacy.ledger_is_append_only();
+
+-- The first entry whose hash does not match its content and predecessor, or a gap
+-- in the sequence; no row when the whole chain verifies.
+create or replace function privacy.verify_ledger()
+    returns table (seq bigint, problem text)
+    stable
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v privacy.ledger;
+    v_prev bytea;
+    v_expected bigint := 1;
+begin
+    for v in select * from privacy.ledger l order by l.seq loop
+        if v.seq <> v_expected then
+            seq := v_expected; problem := pg_catalog.format('entry %s is missing (next entry is %s)', v_expected, v.seq);
+            return next; return;
+        end if;
+        if v.prev_hash is distinct from v_prev then
+            seq := v.seq; problem := 'prev_hash does not match the previous entry''s hash';
+            return next; return;
+        end if;
+        if v.hash <> pg_catalog.sha256(coalesce(v_prev, ''::bytea) || pg_catalog.convert_to(privacy.ledger_content(v), 'UTF8')) then
+            seq := v.seq; problem := 'content does not match its hash (entry altered)';
+            return next; return;
+        end if;
+        v_prev := v.hash;
+        v_expected := v.seq + 1;
+    end loop;
+end;
+$$;

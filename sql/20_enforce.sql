@@ -1,0 +1,455 @@
+-- sql/20_enforce.sql: generates the enforcement of one protected table.
+
+-- The mark a new row of SUBJECT gets, after locking the subject's guard bucket FOR
+-- SHARE (placement updates it, so a concurrent writer waits or fails to serialize).
+create or replace function privacy.subject_mark_for_write(p_subject_type text, p_key text)
+    returns smallint
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_mark smallint;
+begin
+    if p_key is null then
+        return 0;
+    end if;
+    perform 1 from privacy.subject_guards g
+      where g.bucket = pg_catalog.hashtext(p_subject_type || '/' || p_key) & 1023 for share;
+    select s.mark into v_mark from privacy.subject_marks s
+     where s.subject_type = p_subject_type and s.subject_key = p_key;
+    return coalesce(v_mark, 0);
+end;
+$$;
+
+-- Column list helpers for the generator: "p.a = $1 and p.b = $2" and friends.
+create or replace function privacy.join_columns(p_template text, p_columns name[], p_sep text)
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.string_agg(pg_catalog.replace(pg_catalog.replace(p_template, '{c}', pg_catalog.quote_ident(c)), '{i}', i::text), p_sep order by i)
+      from pg_catalog.unnest(p_columns) with ordinality u(c, i)
+$$;
+
+-- The same for two parallel column lists: "c.{a} = new.{b}".
+create or replace function privacy.join_pairs(p_template text, p_a name[], p_b name[], p_sep text)
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.string_agg(pg_catalog.replace(pg_catalog.replace(p_template, '{a}', pg_catalog.quote_ident(p_a[i])),
+                                                    '{b}', pg_catalog.quote_ident(p_b[i])), p_sep order by i)
+      from pg_catalog.generate_subscripts(p_a, 1) i
+$$;
+
+-- Generates, idempotently, the enforcement of a protected table, its partitions and
+-- its inheritance children: the privacy_mark column, the generated functions, the
+-- row and TRUNCATE triggers and the row-level security policies. Every object is
+-- commented 'privacy <version> <hash>' so status can tell outdated or altered ones.
+create or replace function privacy.enforce(p_table regclass)
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $gen$
+declare
+    p privacy.protected_tables := privacy.registry_row(p_table);
+    v_parent privacy.protected_tables;
+    v_subject privacy.subject_types;
+    d privacy.protected_tables;
+    v_t text;
+    v_fn text;
+    v_params text;
+    v_new_args text;
+    v_old_args text;
+    v_types text[];
+    v_body text;
+    v_prop text := '';
+    v_refby_changed text := '';
+    v_has_refby boolean := false;
+    v_has_deps boolean := false;
+    v_steward text := pg_catalog.quote_literal(privacy.steward_role());
+    v_policy_check text;
+    v_ddl text[] := '{}';
+    v_functions text[] := '{}';
+    v_tag text;
+    v_target oid;
+    v_is_partition boolean;
+    v_stmt text;
+    v_own_permissive boolean;
+begin
+    if p.id is null then
+        perform privacy.fail(pg_catalog.format('%s is not protected', p_table));
+    end if;
+    v_t := p_table::text;
+    v_fn := 'privacy.pt_' || p.id;
+    select * into v_subject from privacy.subject_types s where s.subject_type = p.subject_type;
+    select pg_catalog.array_agg(privacy.column_type(p_table, c) order by i) into v_types
+      from pg_catalog.unnest(p.columns) with ordinality u(c, i);
+    select pg_catalog.string_agg(pg_catalog.format('a%s %s', i, v_types[i]), ', ' order by i) into v_params
+      from pg_catalog.generate_subscripts(p.columns, 1) i;
+    v_new_args := privacy.join_columns('new.{c}', p.columns, ', ');
+    v_old_args := privacy.join_columns('old.{c}', p.columns, ', ');
+    if p.parent_table is not null then
+        select * into v_parent from privacy.protected_tables x
+         where (x.table_schema, x.table_name) = (p.parent_schema, p.parent_table);
+    end if;
+
+    -- 1. The mark of a row, from its path (as definer: never filtered by the caller's
+    --    row-level security, so an indirect path cannot fail open).
+    if p.path_kind = 'column' then
+        v_body := pg_catalog.format($f$
+begin
+    return privacy.subject_mark_for_write(%L, (a1::%s)::text);
+end;$f$, p.subject_type, v_subject.key_type);
+    elsif p.path_kind = 'via' then
+        v_body := pg_catalog.format($f$
+declare
+    v_mark smallint;
+begin
+    select p.privacy_mark into v_mark from %s p where %s for share of p;
+    return coalesce(v_mark, 0);
+end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('p.{c} = a{i}', p.parent_columns, ' and '));
+    else
+        v_body := pg_catalog.format($f$
+begin
+    return coalesce((select pg_catalog.bit_or(r.privacy_mark) from %s r where %s), 0)::smallint;
+end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('r.{c} = a{i}', p.parent_columns, ' and '));
+    end if;
+    v_functions := v_functions || pg_catalog.format($f$
+create or replace function %s_mark(%s)
+    returns smallint
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $body$%s
+$body$$f$, v_fn, v_params, v_body);
+
+    -- 2. The subjects of a row, for refusal messages: [[type, key], ...].
+    if p.path_kind = 'column' then
+        v_body := pg_catalog.format($f$
+    select case when a1 is null then '[]'::jsonb
+                else pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(%L, (a1::%s)::text)) end$f$,
+            p.subject_type, v_subject.key_type);
+    else
+        v_body := pg_catalog.format($f$
+    select coalesce(pg_catalog.jsonb_agg(e), '[]'::jsonb)
+      from %s r cross join lateral pg_catalog.jsonb_array_elements(privacy.pt_%s_subjects(%s)) e
+     where %s$f$,
+            privacy.qualified(p.parent_schema, p.parent_table), v_parent.id,
+            privacy.join_columns('r.{c}', v_parent.columns, ', '),
+            privacy.join_columns('r.{c} = a{i}', p.parent_columns, ' and '));
+    end if;
+    v_functions := v_functions || pg_catalog.format($f$
+create or replace function %s_subjects(%s)
+    returns jsonb
+    stable
+    security definer
+    set search_path = ''
+    language sql
+as $body$%s
+$body$$f$, v_fn, v_params, v_body);
+
+    -- 3. The row trigger: runs as the caller, so it knows who is acting.
+    v_functions := v_functions || pg_catalog.format($f$
+create or replace function %1$s_row()
+    returns trigger
+    volatile
+    set search_path = ''
+    language plpgsql
+as $body$
+declare
+    v_table text := pg_catalog.format('%%I.%%I', tg_table_schema, tg_table_name);
+    v_mark smallint;
+begin
+    if tg_op = 'DELETE' then
+        if old.privacy_mark & 1 <> 0 then
+            perform privacy.refuse(v_table, 'DELETE', 1::smallint, %1$s_subjects(%2$s));
+        elsif old.privacy_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+            perform privacy.refuse(v_table, 'DELETE', 2::smallint, %1$s_subjects(%2$s));
+        end if;
+        return old;
+    end if;
+    if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark then
+        -- A marking statement (placement, release, propagation): it changes nothing
+        -- but the mark, and only to the value the subject's state gives.
+        v_mark := %1$s_mark(%2$s);
+        if v_mark = old.privacy_mark and old.privacy_mark & 1 <> 0 then
+            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s));
+        end if;
+        new := old;
+        new.privacy_mark := v_mark;
+        return new;
+    end if;
+    v_mark := %1$s_mark(%3$s);
+    if tg_op = 'UPDATE' then
+        if old.privacy_mark & 1 <> 0 then
+            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s));
+        elsif old.privacy_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s));
+        elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%3$s));
+        end if;
+    elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+        perform privacy.refuse(v_table, 'INSERT', 2::smallint, %1$s_subjects(%3$s));
+    end if;
+    new.privacy_mark := v_mark;
+    return new;
+end;
+$body$$f$, v_fn, v_old_args, v_new_args);
+
+    -- 4. Propagation to the tables whose marks derive from this one's rows.
+    for d in select * from privacy.protected_tables x
+              where (x.parent_schema, x.parent_table) = (p.table_schema, p.table_name) order by x.id loop
+        v_has_deps := true;
+        if d.path_kind = 'via' then
+            v_prop := v_prop || pg_catalog.format($f$
+    if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark then
+        update %s c set privacy_mark = new.privacy_mark
+         where %s and c.privacy_mark is distinct from new.privacy_mark;
+    end if;$f$, privacy.qualified(d.table_schema, d.table_name),
+                privacy.join_pairs('c.{a} = new.{b}', d.columns, d.parent_columns, ' and '));
+        else
+            v_has_refby := true;
+            v_refby_changed := v_refby_changed || pg_catalog.format(' or (%s) is distinct from (%s)',
+                privacy.join_columns('new.{c}', d.parent_columns, ', '), privacy.join_columns('old.{c}', d.parent_columns, ', '));
+            v_prop := v_prop || pg_catalog.format($f$
+    if tg_op in ('UPDATE', 'DELETE') and (%1$s) is not null then
+        v_mark := privacy.pt_%2$s_mark(%1$s);
+        update %3$s c set privacy_mark = v_mark where %4$s and c.privacy_mark is distinct from v_mark;
+    end if;
+    if tg_op in ('INSERT', 'UPDATE') and (%5$s) is not null then
+        v_mark := privacy.pt_%2$s_mark(%5$s);
+        update %3$s c set privacy_mark = v_mark where %6$s and c.privacy_mark is distinct from v_mark;
+    end if;$f$, privacy.join_columns('old.{c}', d.parent_columns, ', '), d.id,
+                privacy.qualified(d.table_schema, d.table_name),
+                privacy.join_pairs('c.{a} = old.{b}', d.columns, d.parent_columns, ' and '),
+                privacy.join_columns('new.{c}', d.parent_columns, ', '),
+                privacy.join_pairs('c.{a} = new.{b}', d.columns, d.parent_columns, ' and '));
+        end if;
+    end loop;
+    if v_has_deps then
+        -- Runs as definer: it re-marks rows the caller may not see.
+        v_functions := v_functions || pg_catalog.format($f$
+create or replace function %s_propagate()
+    returns trigger
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $body$
+declare
+    v_mark smallint;
+begin%s
+    return null;
+end;
+$body$$f$, v_fn, v_prop);
+    end if;
+
+    -- 5. Triggers and policies. BEFORE row triggers are named zz_privacy_* so that
+    --    PostgreSQL (alphabetical order) fires them after the application's own
+    --    BEFORE triggers and they judge the row as it will be written.
+    v_policy_check := pg_catalog.format('privacy_mark < 2 or (select pg_catalog.pg_has_role(%s, ''MEMBER''))', v_steward);
+    for v_target, v_is_partition in
+        select p_table::oid, false union all select x.relid, x.is_partition from privacy.descendants(p_table) x
+    loop
+        if v_target = p_table::oid or not v_is_partition then
+            v_ddl := v_ddl || pg_catalog.format(
+                'create trigger zz_privacy_before_insert before insert on %s for each row execute function %s_row()',
+                v_target::regclass, v_fn);
+            v_ddl := v_ddl || pg_catalog.format(
+                'create trigger zz_privacy_before_update before update on %s for each row when '
+                '(old.privacy_mark <> 0 or new.privacy_mark is distinct from old.privacy_mark or (%s) is distinct from (%s)) '
+                'execute function %s_row()', v_target::regclass, v_new_args, v_old_args, v_fn);
+            v_ddl := v_ddl || pg_catalog.format(
+                'create trigger zz_privacy_before_delete before delete on %s for each row when (old.privacy_mark <> 0) '
+                'execute function %s_row()', v_target::regclass, v_fn);
+            if v_has_deps then
+                v_ddl := v_ddl || pg_catalog.format(
+                    'create trigger privacy_after_update after update on %s for each row when '
+                    '(new.privacy_mark is distinct from old.privacy_mark or (old.privacy_mark <> 0 and (false%s))) '
+                    'execute function %s_propagate()', v_target::regclass, v_refby_changed, v_fn);
+            end if;
+            if v_has_refby then
+                v_ddl := v_ddl || pg_catalog.format(
+                    'create trigger privacy_after_insert after insert on %s for each row when (new.privacy_mark <> 0) '
+                    'execute function %s_propagate()', v_target::regclass, v_fn);
+                v_ddl := v_ddl || pg_catalog.format(
+                    'create trigger privacy_after_delete after delete on %s for each row when (old.privacy_mark <> 0) '
+                    'execute function %s_propagate()', v_target::regclass, v_fn);
+            end if;
+        end if;
+        v_ddl := v_ddl || pg_catalog.format(
+            'create trigger privacy_before_truncate before truncate on %s for each statement execute function privacy.guard_truncate()',
+            v_target::regclass);
+        v_ddl := v_ddl || pg_catalog.format('alter table %s enable row level security', v_target::regclass);
+        v_ddl := v_ddl || pg_catalog.format(
+            'create policy privacy_hide_restricted on %s as restrictive for all to public using (%s) with check (%s)',
+            v_target::regclass, v_policy_check, v_policy_check);
+        -- Restrictive policies grant nothing by themselves; where the table has no
+        -- permissive policy of its own, add one that allows what grants allow.
+        select exists (select 1 from pg_catalog.pg_policy pol
+                        where pol.polrelid = v_target and pol.polpermissive and pol.polname !~ '^privacy_')
+          into v_own_permissive;
+        if not v_own_permissive then
+            v_ddl := v_ddl || pg_catalog.format(
+                'create policy privacy_permit_all on %s as permissive for all to public using (true) with check (true)',
+                v_target::regclass);
+        end if;
+    end loop;
+
+    v_tag := 'privacy ' || privacy.toolkit_version() || ' '
+          || pg_catalog.md5(pg_catalog.array_to_string(v_functions || v_ddl, E'\n'));
+    if p.enforcement is not distinct from v_tag
+       and not exists (select 1 from privacy.enforcement_status() s where s.protected_table = v_t and s.state <> 'installed') then
+        return;  -- complete and current: leave the tables alone (no locks taken)
+    end if;
+
+    execute pg_catalog.format('alter table %s add column if not exists privacy_mark smallint not null default 0', v_t);
+    execute pg_catalog.format($c$comment on column %s.privacy_mark is 'Maintained by the privacy toolkit (bit 1: legal hold, bit 2: processing restriction). Do not write.'$c$, v_t);
+    perform privacy.drop_enforcement(p, false);
+    foreach v_stmt in array v_functions loop
+        execute v_stmt;
+    end loop;
+    foreach v_stmt in array v_ddl loop
+        execute v_stmt;
+    end loop;
+    -- Mark what was generated, so drift is detectable.
+    for v_stmt in
+        select pg_catalog.format('comment on trigger %I on %s is %L', t.tgname, t.tgrelid::regclass, v_tag)
+          from pg_catalog.pg_trigger t
+         where t.tgparentid = 0 and t.tgname ~ '^(zz_)?privacy_'
+           and t.tgrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
+        union all
+        select pg_catalog.format('comment on policy %I on %s is %L', pol.polname, pol.polrelid::regclass, v_tag)
+          from pg_catalog.pg_policy pol
+         where pol.polname ~ '^privacy_'
+           and pol.polrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
+        union all
+        select pg_catalog.format('comment on function %s is %L', pr.oid::regprocedure, v_tag)
+          from pg_catalog.pg_proc pr
+         where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ ('^pt_' || p.id || '_')
+    loop
+        execute v_stmt;
+    end loop;
+    -- Applications call the generated functions through the triggers.
+    execute pg_catalog.format('grant execute on function %s_mark(%s), %s_subjects(%s), %s_row() to public',
+        v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, pg_catalog.array_to_string(v_types, ','), v_fn);
+    update privacy.protected_tables set enforcement = v_tag where id = p.id;
+end;
+$gen$;
+
+-- Sets the privacy_mark of a protected table's rows to what their subjects' state
+-- gives. p_full re-checks every marked row too (after an attach, restore or sync);
+-- otherwise only rows on a path from a marked subject are touched. p_relation
+-- narrows the work to one partition or child.
+create or replace function privacy.remark_table(p_id integer, p_full boolean, p_relation regclass default null)
+    returns bigint
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    v_key_type text;
+    v_set text;
+    v_marked text;
+    v_count bigint;
+begin
+    select * into p from privacy.protected_tables where id = p_id;
+    select s.key_type into v_key_type from privacy.subject_types s where s.subject_type = p.subject_type;
+    if p.path_kind = 'column' then
+        v_set := pg_catalog.format('select s.subject_key::%s from privacy.subject_marks s where s.subject_type = %L',
+            privacy.column_type(privacy.qualified(p.table_schema, p.table_name)::regclass, p.columns[1]), p.subject_type);
+    else
+        v_set := pg_catalog.format('select %s from %s r where r.privacy_mark <> 0',
+            privacy.join_columns('r.{c}', p.parent_columns, ', '), privacy.qualified(p.parent_schema, p.parent_table));
+    end if;
+    v_marked := pg_catalog.format('(%s) in (%s)', privacy.join_columns('t.{c}', p.columns, ', '), v_set);
+    if p_full then
+        v_marked := '(t.privacy_mark <> 0 or ' || v_marked || ')';
+    end if;
+    execute pg_catalog.format(
+        'update %s t set privacy_mark = privacy.pt_%s_mark(%s) where %s and t.privacy_mark is distinct from privacy.pt_%s_mark(%s)',
+        coalesce(p_relation::text, privacy.qualified(p.table_schema, p.table_name)), p.id, privacy.join_columns('t.{c}', p.columns, ', '),
+        v_marked, p.id, privacy.join_columns('t.{c}', p.columns, ', '));
+    get diagnostics v_count = row_count;
+    return v_count;
+end;
+$$;
+
+-- Refuses TRUNCATE of a protected table, partition or child while it holds rows of a
+-- held or restricted subject (TRUNCATE bypasses row triggers).
+create or replace function privacy.guard_truncate()
+    returns trigger
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+begin
+    perform privacy.check_truncate(tg_relid);
+    return null;
+end;
+$$;
+
+create or replace function privacy.check_truncate(p_relid oid)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables := privacy.protected_table_of(p_relid);
+    v_mark smallint;
+    v_subjects jsonb;
+begin
+    if p.id is null then
+        return;
+    end if;
+    execute pg_catalog.format(
+        'select t.privacy_mark, privacy.pt_%s_subjects(%s) from %s t where t.privacy_mark <> 0 order by t.privacy_mark & 1 desc limit 1',
+        p.id, privacy.join_columns('t.{c}', p.columns, ', '), p_relid::regclass)
+      into v_mark, v_subjects;
+    if v_mark is not null then
+        perform privacy.refuse(p_relid::regclass::text, 'TRUNCATE',
+            case when v_mark & 1 <> 0 then 1 else 2 end::smallint, v_subjects);
+    end if;
+end;
+$$;
+
+-- Regenerates the enforcement of every protected table (after an upgrade of the
+-- toolkit or a change of steward role); returns how many tables were regenerated.
+create or replace function privacy.refresh_enforcement()
+    returns integer
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    v_rel regclass;
+    v_before text;
+    v_count integer := 0;
+begin
+    for p in select * from privacy.protected_tables order by id loop
+        v_rel := pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name));
+        if v_rel is null then
+            raise warning 'privacy: protected table % no longer exists', privacy.qualified(p.table_schema, p.table_name);
+            continue;
+        end if;
+        v_before := p.enforcement;
+        perform privacy.enforce(v_rel);
+        if (select x.enforcement from privacy.protected_tables x where x.id = p.id) is distinct from v_before then
+            v_count := v_count + 1;
+        end if;
+    end loop;
+    return v_count;
+end;
+$$;

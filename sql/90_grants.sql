@@ -1,0 +1,24 @@
+-- sql/90_grants.sql: exactly what each role needs, after 00_base.sql revoked everything.
+
+-- Everyone: the schema (so triggers can name their helpers) and the cheap predicates.
+grant usage on schema privacy to public;
+grant execute on function
+    privacy.is_held(text, text), privacy.is_held(text, bigint), privacy.is_held(text, uuid),
+    privacy.is_restricted(text, text), privacy.is_restricted(text, bigint), privacy.is_restricted(text, uuid),
+    -- called by the row and TRUNCATE triggers, which run as the writing role
+    privacy.refuse(text, text, smallint, jsonb), privacy.is_privileged(name, oid), privacy.acting_role(),
+    privacy.check_truncate(oid), privacy.steward_role()
+to public;
+
+-- Stewards: place and release, read the registers and the ledger.
+do $$
+declare
+    v_steward name := privacy.steward_role();
+begin
+    execute pg_catalog.format('grant execute on function privacy.place_hold(text, text, text, text), '
+        'privacy.place_restriction(text, text, text, text), privacy.release_hold(uuid, text, text), '
+        'privacy.release_restriction(uuid, text), privacy.verify_ledger(), privacy.enforcement_status() to %I', v_steward);
+    execute pg_catalog.format('grant select on privacy.processing_restrictions, privacy.subject_types, '
+        'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings to %I', v_steward);
+end;
+$$;
