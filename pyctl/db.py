@@ -34,7 +34,8 @@ def describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def connect(dsn: str | None, *, autocommit: bool = False) -> psycopg.Connection:
+def connect(dsn: str | None, *, autocommit: bool = True) -> psycopg.Connection:
+    """Connect in autocommit mode: every write goes in an explicit transaction."""
     conninfo = resolve_dsn(dsn)
     try:
         psycopg.conninfo.conninfo_to_dict(conninfo)

@@ -88,7 +88,6 @@ def install(dsn: str | None, steward_role: str | None = None) -> dict[str, Any]:
     conn = connect(dsn)
     try:
         require_primary(conn)
-        conn.rollback()
         try:
             applied = apply_migrations(resolve_dsn(dsn))
         except psycopg.Error as exc:

@@ -81,6 +81,7 @@ declare
     v_is_partition boolean;
     v_stmt text;
     v_own_permissive boolean;
+    v_hook text;
 begin
     if p.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected', p_table));
@@ -288,6 +289,8 @@ $body$$f$, v_fn, v_prop);
             'create trigger privacy_before_truncate before truncate on %s for each statement execute function privacy.guard_truncate()',
             v_target::regclass);
         v_ddl := v_ddl || pg_catalog.format('alter table %s enable row level security', v_target::regclass);
+        -- Stewards read and correct restricted data (and are refused by holds like everyone).
+        v_ddl := v_ddl || pg_catalog.format('grant select, insert, update, delete on %s to %I', v_target::regclass, privacy.steward_role());
         v_ddl := v_ddl || pg_catalog.format(
             'create policy privacy_hide_restricted on %s as restrictive for all to public using (%s) with check (%s)',
             v_target::regclass, v_policy_check, v_policy_check);
@@ -310,6 +313,9 @@ $body$$f$, v_fn, v_prop);
         return;  -- complete and current: leave the tables alone (no locks taken)
     end if;
 
+    -- Our own DDL must not send the partition hook (50_partitions.sql) back in here.
+    v_hook := pg_catalog.current_setting('privacy.in_ddl_hook', true);
+    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
     execute pg_catalog.format('alter table %s add column if not exists privacy_mark smallint not null default 0', v_t);
     execute pg_catalog.format($c$comment on column %s.privacy_mark is 'Maintained by the privacy toolkit (bit 1: legal hold, bit 2: processing restriction). Do not write.'$c$, v_t);
     perform privacy.drop_enforcement(p, false);
@@ -341,6 +347,7 @@ $body$$f$, v_fn, v_prop);
     execute pg_catalog.format('grant execute on function %s_mark(%s), %s_subjects(%s), %s_row() to public',
         v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, pg_catalog.array_to_string(v_types, ','), v_fn);
     update privacy.protected_tables set enforcement = v_tag where id = p.id;
+    perform pg_catalog.set_config('privacy.in_ddl_hook', coalesce(v_hook, 'off'), true);
 end;
 $gen$;
 

@@ -19,15 +19,6 @@ declare
     v_rel oid;
     v_held boolean;
 begin
-    if pg_catalog.current_setting('privacy.in_ddl_hook', true) = 'on' then
-        return;  -- our own DDL below
-    end if;
-    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
-    for s in select * from privacy.enforcement_status() x where x.relation <> x.protected_table and x.state = 'missing' loop
-        perform privacy.enforce(pg_catalog.to_regclass(s.protected_table));
-        p := privacy.protected_table_of(pg_catalog.to_regclass(s.relation));
-        perform privacy.remark_table(p.id, true, pg_catalog.to_regclass(s.relation));
-    end loop;
     -- A table that carries our policy but no longer descends from a protected table
     -- was detached (or NO INHERIT): it must not take held rows out of enforcement.
     for v_rel in select pol.polrelid from pg_catalog.pg_policy pol where pol.polname = 'privacy_hide_restricted' loop
@@ -39,6 +30,15 @@ begin
                        from privacy.processing_restrictions r where r.kind = 'legal_hold' and r.released_at is null));
             end if;
         end if;
+    end loop;
+    if pg_catalog.current_setting('privacy.in_ddl_hook', true) = 'on' then
+        return;  -- the toolkit's own DDL
+    end if;
+    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
+    for s in select * from privacy.enforcement_status() x where x.relation <> x.protected_table and x.state = 'missing' loop
+        perform privacy.enforce(pg_catalog.to_regclass(s.protected_table));
+        p := privacy.protected_table_of(pg_catalog.to_regclass(s.relation));
+        perform privacy.remark_table(p.id, true, pg_catalog.to_regclass(s.relation));
     end loop;
     perform pg_catalog.set_config('privacy.in_ddl_hook', 'off', true);
 end;

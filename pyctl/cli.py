@@ -1,0 +1,660 @@
+"""The pyctl command line: a thin layer over the privacy.* SQL API."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from . import __version__
+from . import install as installer
+from .db import PyctlError, connect, describe, require_installed, require_primary
+from .output import emit_json, table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Settings:
+    dsn: str | None
+    json: bool
+
+
+class PyctlGroup(click.Group):
+    """Turns expected failures into one 'Error: ...' line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PyctlError as exc:
+            raise click.ClickException(str(exc)) from None
+        except psycopg.Error as exc:
+            raise click.ClickException(describe(exc)) from None
+
+
+def json_option(func: F) -> F:
+    """Adds --json to a command that prints data (also accepted before the command)."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> Any:
+        settings = click.get_current_context().find_object(Settings)
+        if settings is not None and as_json:
+            settings.json = True
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings() -> Settings:
+    obj = click.get_current_context().find_object(Settings)
+    assert obj is not None
+    return obj
+
+
+def run(query: str | sql.Composable, params: Any = None, *, write: bool = True) -> list[dict[str, Any]]:
+    """Run one statement in its own transaction and return its rows."""
+    conn = connect(settings().dsn)
+    try:
+        if write:
+            require_primary(conn)
+        require_installed(conn)
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+    except psycopg.Error as exc:
+        raise PyctlError(describe(exc)) from None
+    finally:
+        conn.close()
+
+
+def show(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)") -> None:
+    if settings().json:
+        emit_json(rows)
+    else:
+        table(rows, columns, empty)
+
+
+def default_subject(subject: str | None) -> str:
+    """The subject type given, or the only one there is."""
+    if subject:
+        return subject
+    rows = run("select subject_type from privacy.subject_types order by 1", write=False)
+    if len(rows) == 1:
+        return str(rows[0]["subject_type"])
+    if not rows:
+        raise PyctlError("no subject type is registered yet: pyctl subject add TYPE --table T --key COLUMN")
+    names = ", ".join(r["subject_type"] for r in rows)
+    raise PyctlError(f"several subject types exist ({names}): choose one with --subject")
+
+
+def check_table_name(name: str) -> str:
+    """Resolve a table name the way PostgreSQL would, with a one-line error."""
+    rows = run("select privacy.qualified(n.nspname, c.relname) as t from pg_catalog.pg_class c "
+               "join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = pg_catalog.to_regclass(%s)",
+               (name,), write=False)
+    if not rows or rows[0]["t"] is None:
+        raise PyctlError(f"table {name} does not exist")
+    return str(rows[0]["t"])
+
+
+@click.group(cls=PyctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dsn", metavar="DSN", help="libpq connection string or URL; default: DATABASE_URL, then the PG* variables.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables, for every command that prints data.")
+@click.version_option(__version__, prog_name="pyctl")
+@click.pass_context
+def main(ctx: click.Context, dsn: str | None, as_json: bool) -> None:
+    """Make PostgreSQL enforce legal holds and GDPR Art. 18 processing restrictions.
+
+    \b
+    Example:
+        pyctl demo
+        pyctl --dsn postgresql://owner@db/shop install
+        pyctl hold place 42 --case 2026-CV-118 --reason "litigation hold"
+    """
+    ctx.obj = Settings(dsn=dsn, json=as_json)
+
+
+# -- install, upgrade, uninstall, status ---------------------------------------------
+
+
+@main.command()
+@click.option("--steward-role", metavar="ROLE", help="Role whose members are stewards (default privacy_steward; created if missing).")
+@json_option
+def install(steward_role: str | None) -> None:
+    """Install the toolkit into the database, or upgrade it (idempotent).
+
+    Applies the packaged yoyo migrations, reloads every function from sql/ and
+    regenerates the enforcement of every protected table.
+
+    \b
+    Example:
+        pyctl --dsn "$DATABASE_URL" install
+        pyctl install --steward-role dpo_team
+    """
+    result = installer.install(settings().dsn, steward_role)
+    if settings().json:
+        emit_json(result)
+    else:
+        applied = ", ".join(result["migrations_applied"]) or "none pending"
+        click.echo(f"privacy toolkit {result['version']} installed (migrations: {applied}; "
+                   f"steward role: {result['steward_role']}; tables regenerated: {result['tables_regenerated']})")
+
+
+@main.command()
+@click.option("--steward-role", metavar="ROLE", help="Change the steward role.")
+@json_option
+@click.pass_context
+def upgrade(ctx: click.Context, steward_role: str | None) -> None:
+    """Upgrade an installation to this version of the toolkit (same as install).
+
+    \b
+    Example:
+        pip install --upgrade pyctl-privacy && pyctl upgrade
+    """
+    ctx.invoke(install, steward_role=steward_role)
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def uninstall(yes: bool) -> None:
+    """Remove everything the toolkit made; user data stays.
+
+    Refused while any legal hold or processing restriction is active.
+
+    \b
+    Example:
+        pyctl uninstall --yes
+    """
+    if not yes and sys.stdin.isatty():
+        click.confirm("Remove the privacy toolkit and all enforcement from this database?", abort=True)
+    result = installer.uninstall(settings().dsn)
+    click.echo(f"privacy toolkit removed; {len(result['tables_released'])} table(s) no longer protected", err=True)
+
+
+@main.command()
+@json_option
+def status() -> None:
+    """Show the installation: version, migrations, subjects, tables, active holds.
+
+    \b
+    Example:
+        pyctl status
+        pyctl --json status
+    """
+    conn = connect(settings().dsn)
+    try:
+        require_installed(conn)
+        with conn.cursor(row_factory=dict_row) as cur:
+            info = cur.execute(
+                "select privacy.toolkit_version() as installed_version, "
+                "(select value from privacy.settings where name = 'steward_role') as steward_role, "
+                "pg_catalog.pg_is_in_recovery() as follower, "
+                "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'legal_hold') as active_holds, "
+                "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'restriction') as active_restrictions"
+            ).fetchone() or {}
+            migrations = []
+            if cur.execute("select pg_catalog.to_regclass('_yoyo_migration') is not null as x").fetchone() == {"x": True}:
+                migrations = [r["migration_id"] for r in cur.execute(
+                    "select migration_id from _yoyo_migration where migration_id like 'privacy-%%' order by applied_at_utc"
+                ).fetchall()]
+            subjects = cur.execute(
+                "select subject_type, privacy.qualified(table_schema, table_name) as root_table, key_column "
+                "from privacy.subject_types order by 1"
+            ).fetchall()
+            tables = cur.execute(_TABLES_QUERY).fetchall()
+    finally:
+        conn.close()
+    data = {"toolkit_version": __version__, **info, "migrations": migrations, "subject_types": subjects, "tables": tables}
+    if settings().json:
+        emit_json(data)
+        return
+    click.echo(f"toolkit {__version__}, installed {info.get('installed_version')}"
+               f"{' (read-only follower)' if info.get('follower') else ''}")
+    click.echo(f"migrations applied: {', '.join(migrations) or '(none recorded)'}")
+    click.echo(f"steward role: {info.get('steward_role')}")
+    click.echo(f"active legal holds: {info.get('active_holds')}, active processing restrictions: {info.get('active_restrictions')}")
+    click.echo("")
+    table(subjects, ["subject_type", "root_table", "key_column"], "no subject types yet")
+    click.echo("")
+    table(tables, ["table", "subject_type", "path", "enforcement", "detail"], "no protected tables yet")
+
+
+_TABLES_QUERY = """
+select privacy.qualified(p.table_schema, p.table_name) as table, p.subject_type,
+       privacy.describe_path(p) as path,
+       coalesce((select case when bool_and(s.state = 'installed') then 'installed'
+                             else (array_agg(s.state order by s.state = 'installed'))[1] end
+                   from privacy.enforcement_status() s
+                  where s.protected_table = privacy.qualified(p.table_schema, p.table_name)), 'missing') as enforcement,
+       coalesce((select string_agg(s.relation || ': ' || s.detail, '; ') from privacy.enforcement_status() s
+                  where s.protected_table = privacy.qualified(p.table_schema, p.table_name) and s.state <> 'installed'), '') as detail
+  from privacy.protected_tables p
+ order by p.id
+"""
+
+
+# -- subjects and tables -----------------------------------------------------------------
+
+
+@main.group()
+def subject() -> None:
+    """Subject types: whose data is protected, and where their key lives."""
+
+
+@subject.command("add")
+@click.argument("subject_type", metavar="TYPE")
+@click.option("--table", "table_name", required=True, metavar="T", help="The subject's root table, e.g. public.customers.")
+@click.option("--key", "key_column", required=True, metavar="COLUMN", help="Its key column (primary key or unique).")
+def subject_add(subject_type: str, table_name: str, key_column: str) -> None:
+    """Register a subject type and protect its root table.
+
+    \b
+    Example:
+        pyctl subject add customer --table public.customers --key id
+    """
+    resolved = check_table_name(table_name)
+    run("select privacy.add_subject_type(%s, %s::regclass, %s)", (subject_type, resolved, key_column))
+    click.echo(f"subject type {subject_type}: {resolved}.{key_column}", err=True)
+
+
+@subject.command("list")
+@json_option
+def subject_list() -> None:
+    """List the subject types.
+
+    \b
+    Example:
+        pyctl subject list
+    """
+    rows = run("select subject_type, privacy.qualified(table_schema, table_name) as root_table, key_column, key_type "
+               "from privacy.subject_types order by 1", write=False)
+    show(rows, ["subject_type", "root_table", "key_column", "key_type"])
+
+
+@main.command()
+@click.argument("table_name", metavar="TABLE")
+@click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (with --column; default: the only one).")
+@click.option("--column", metavar="C", help="The table's own column that holds the subject key.")
+@click.option("--via", metavar="FKCOL", help="A foreign-key column pointing at an already protected table.")
+@click.option("--referenced-by", "referenced_by", metavar="TABLE.COL",
+              help="A column of a protected table that points at this table (customers.address_id).")
+def protect(table_name: str, subject_type: str | None, column: str | None, via: str | None,
+            referenced_by: str | None) -> None:
+    """Protect a table: its rows follow their subject's holds and restrictions.
+
+    \b
+    Example:
+        pyctl protect public.orders --column customer_id
+        pyctl protect public.order_items --via order_id
+        pyctl protect public.addresses --referenced-by public.customers.address_id
+    """
+    chosen = [x for x in (column, via, referenced_by) if x]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --column, --via, --referenced-by")
+    resolved = check_table_name(table_name)
+    if column:
+        run("select privacy.protect(%s::regclass, %s, %s)", (resolved, default_subject(subject_type), column))
+    elif via:
+        if subject_type:
+            raise click.UsageError("--subject goes with --column; --via takes the subject of the table it points at")
+        run("select privacy.protect_via(%s::regclass, %s)", (resolved, via))
+    else:
+        assert referenced_by is not None
+        ref_table, _, ref_column = referenced_by.rpartition(".")
+        if not ref_table or not ref_column:
+            raise click.UsageError("--referenced-by takes TABLE.COLUMN, e.g. public.customers.address_id")
+        ref_resolved = check_table_name(ref_table)
+        run("select privacy.protect_referenced_by(%s::regclass, %s::regclass, %s)", (resolved, ref_resolved, ref_column))
+    rows = run("select privacy.describe_path(p) as path from privacy.protected_tables p "
+               "where privacy.qualified(p.table_schema, p.table_name) = %s", (resolved,), write=False)
+    click.echo(f"protected {resolved} ({rows[0]['path'] if rows else '?'})", err=True)
+
+
+@main.command()
+@click.argument("table_name", metavar="TABLE")
+def unprotect(table_name: str) -> None:
+    """Remove a table's enforcement (refused while it holds held or restricted rows).
+
+    \b
+    Example:
+        pyctl unprotect public.support_tickets
+    """
+    resolved = check_table_name(table_name)
+    run("select privacy.unprotect(%s::regclass)", (resolved,))
+    click.echo(f"unprotected {resolved}", err=True)
+
+
+@main.command()
+@json_option
+def tables() -> None:
+    """List the protected tables, their paths and the state of their enforcement.
+
+    \b
+    Example:
+        pyctl tables
+    """
+    show(run(_TABLES_QUERY, write=False), ["table", "subject_type", "path", "enforcement", "detail"],
+         "no protected tables yet")
+
+
+# -- holds and restrictions ------------------------------------------------------------------
+
+
+_LIST_QUERY = """
+select id, subject_type || '/' || subject_key as subject, {extra}, reason, state,
+       placed_by, placed_at, released_by, released_at, release_reason
+  from privacy.processing_restrictions
+ where kind = %s {filter}
+ order by placed_at
+"""
+
+
+@main.group()
+def hold() -> None:
+    """Legal holds: preserve a subject's data (no change, no deletion)."""
+
+
+@hold.command("place")
+@click.argument("key")
+@click.option("--case", "case_ref", required=True, metavar="REF", help="The matter, e.g. 2026-CV-118.")
+@click.option("--reason", required=True, metavar="TEXT", help="Why the data must be preserved.")
+@click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
+@json_option
+def hold_place(key: str, case_ref: str, reason: str, subject_type: str | None) -> None:
+    """Place a legal hold on a subject; prints the hold's id.
+
+    \b
+    Example:
+        pyctl hold place 42 --case 2026-CV-118 --reason "Smith v. Shop: preserve orders"
+    """
+    rows = run("select privacy.place_hold(%s, %s, %s, %s) as id", (default_subject(subject_type), key, case_ref, reason))
+    hold_id = rows[0]["id"]
+    emit_json({"id": hold_id}) if settings().json else click.echo(hold_id)
+
+
+@hold.command("release")
+@click.argument("hold_id", metavar="ID")
+@click.option("--reason", required=True, metavar="TEXT", help="Why the hold ends (case closed, counsel's instruction).")
+@click.option("--reference", metavar="TEXT", help="Reference for the release, e.g. the order that closed the case.")
+def hold_release(hold_id: str, reason: str, reference: str | None) -> None:
+    """Release one legal hold; other holds on the subject stay in force.
+
+    \b
+    Example:
+        pyctl hold release 7c1e... --reason "case settled" --reference "order of dismissal 2027-03-01"
+    """
+    run("select privacy.release_hold(%s::uuid, %s, %s)", (_uuid(hold_id), reason, reference))
+    click.echo(f"released legal hold {hold_id}", err=True)
+
+
+@hold.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include released holds.")
+@json_option
+def hold_list(show_all: bool) -> None:
+    """List active legal holds (--all: released ones too).
+
+    \b
+    Example:
+        pyctl hold list
+    """
+    query = _LIST_QUERY.format(extra="case_ref as case", filter="" if show_all else "and released_at is null")
+    show(run(query, ("legal_hold",), write=False),
+         ["id", "subject", "case", "reason", "state", "placed_by", "placed_at"]
+         + (["released_at", "release_reason"] if show_all else []))
+
+
+@main.group()
+def restrict() -> None:
+    """Processing restrictions (GDPR Art. 18): store only, do not process."""
+
+
+@restrict.command("place")
+@click.argument("key")
+@click.option("--basis", required=True, type=click.Choice(["accuracy", "unlawful", "legal-claims", "objection"]),
+              help="GDPR Art. 18(1) (a) accuracy contested, (b) unlawful, (c) legal claims, (d) objection.")
+@click.option("--reason", required=True, metavar="TEXT", help="What the subject asked for and why.")
+@click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
+@json_option
+def restrict_place(key: str, basis: str, reason: str, subject_type: str | None) -> None:
+    """Restrict processing of a subject's data; prints the restriction's id.
+
+    \b
+    Example:
+        pyctl restrict place 42 --basis accuracy --reason "contests billing address"
+    """
+    rows = run("select privacy.place_restriction(%s, %s, %s, %s) as id",
+               (default_subject(subject_type), key, basis, reason))
+    restriction_id = rows[0]["id"]
+    emit_json({"id": restriction_id}) if settings().json else click.echo(restriction_id)
+
+
+@restrict.command("release")
+@click.argument("restriction_id", metavar="ID")
+@click.option("--reason", default="restriction lifted", show_default=True, metavar="TEXT", help="Why it is lifted.")
+def restrict_release(restriction_id: str, reason: str) -> None:
+    """Release a processing restriction.
+
+    \b
+    Example:
+        pyctl restrict release 3f2a... --reason "address verified"
+    """
+    run("select privacy.release_restriction(%s::uuid, %s)", (_uuid(restriction_id), reason))
+    click.echo(f"released processing restriction {restriction_id}", err=True)
+
+
+@restrict.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include released restrictions.")
+@json_option
+def restrict_list(show_all: bool) -> None:
+    """List active processing restrictions (--all: released ones too).
+
+    \b
+    Example:
+        pyctl restrict list
+    """
+    query = _LIST_QUERY.format(extra="basis", filter="" if show_all else "and released_at is null")
+    show(run(query, ("restriction",), write=False),
+         ["id", "subject", "basis", "reason", "state", "placed_by", "placed_at"]
+         + (["released_at", "release_reason"] if show_all else []))
+
+
+def _uuid(value: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise PyctlError(f"{value!r} is not a hold or restriction id (a UUID)") from None
+
+
+# -- ledger and history ------------------------------------------------------------------
+
+
+@main.group()
+def ledger() -> None:
+    """The append-only, hash-chained record of every event."""
+
+
+@ledger.command("verify")
+@json_option
+def ledger_verify() -> None:
+    """Recompute the ledger's hash chain; name the first broken entry.
+
+    \b
+    Example:
+        pyctl ledger verify
+    """
+    rows = run("select seq, problem from privacy.verify_ledger()", write=False)
+    count = run("select count(*) as n, max(seq) as head from privacy.ledger", write=False)[0]
+    if settings().json:
+        emit_json({"ok": not rows, "entries": count["n"], "head": count["head"], "problems": rows})
+    elif not rows:
+        click.echo(f"ledger verifies: {count['n']} entries, head {count['head']}")
+    if rows:
+        raise PyctlError(f"ledger broken at entry {rows[0]['seq']}: {rows[0]['problem']}")
+
+
+@main.command()
+@click.argument("key")
+@click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
+@json_option
+def history(key: str, subject_type: str | None) -> None:
+    """Show a subject's events, in order.
+
+    \b
+    Example:
+        pyctl history 42
+    """
+    rows = run("select seq, recorded_at, event, restriction_id as id, session_role, acting_role, payload "
+               "from privacy.ledger where subject_type = %s and subject_key = %s order by seq",
+               (default_subject(subject_type), key), write=False)
+    show(rows, ["seq", "recorded_at", "event", "id", "session_role", "payload"], f"no events for {key}")
+
+
+# -- roles -----------------------------------------------------------------------------------
+
+
+@main.group()
+def roles() -> None:
+    """Create and check the roles applications and stewards connect as."""
+
+
+@roles.command("create-app")
+@click.argument("role")
+@click.option("--password", metavar="TEXT", help="Login password (default: a generated one, printed once).")
+@click.option("--schema", "schemas", multiple=True, metavar="NAME",
+              help="Schemas whose tables the application uses (default: those holding protected tables).")
+@json_option
+def roles_create_app(role: str, password: str | None, schemas: tuple[str, ...]) -> None:
+    """Create a login role for an application, subject to every hold and restriction.
+
+    It gets SELECT, INSERT, UPDATE, DELETE on the tables and USAGE on the
+    sequences of the given schemas, and nothing that bypasses enforcement.
+
+    \b
+    Example:
+        pyctl roles create-app shop_app
+    """
+    secret = password or secrets.token_urlsafe(18)
+    conn = connect(settings().dsn)
+    try:
+        require_primary(conn)
+        require_installed(conn)
+        with conn.transaction():
+            if conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (role,)).fetchone():
+                raise PyctlError(f"role {role} already exists (check it with: pyctl roles check {role})")
+            if not schemas:
+                found = conn.execute("select distinct table_schema from privacy.protected_tables order by 1").fetchall()
+                schemas = tuple(r[0] for r in found) or ("public",)
+            conn.execute(sql.SQL("create role {} login password {} nosuperuser nobypassrls nocreaterole nocreatedb")
+                         .format(sql.Identifier(role), sql.Literal(secret)))
+            for schema in schemas:
+                if not conn.execute("select 1 from pg_catalog.pg_namespace where nspname = %s", (schema,)).fetchone():
+                    raise PyctlError(f"schema {schema} does not exist")
+                ident, who = sql.Identifier(schema), sql.Identifier(role)
+                conn.execute(sql.SQL("grant usage on schema {} to {}").format(ident, who))
+                conn.execute(sql.SQL("grant select, insert, update, delete on all tables in schema {} to {}").format(ident, who))
+                conn.execute(sql.SQL("grant usage, select on all sequences in schema {} to {}").format(ident, who))
+    except psycopg.Error as exc:
+        raise PyctlError(describe(exc)) from None
+    finally:
+        conn.close()
+    data = {"role": role, "password": None if password else secret, "schemas": list(schemas)}
+    if settings().json:
+        emit_json(data)
+    else:
+        click.echo(f"created application role {role} (tables in: {', '.join(schemas)})", err=True)
+        if not password:
+            click.echo(secret)
+
+
+@roles.command("check")
+@click.argument("role")
+@json_option
+def roles_check(role: str) -> None:
+    """Say whether a role is really restricted; exit 1 when it is not.
+
+    A restricted role is not a superuser, has no BYPASSRLS, does not own a
+    protected table nor belong to an owner, and is not a steward.
+
+    \b
+    Example:
+        pyctl roles check shop_app
+    """
+    rows = run(_ROLE_CHECK_QUERY, {"role": role}, write=False)
+    if not rows:
+        raise PyctlError(f"role {role} does not exist")
+    problems = [p for p in rows[0]["problems"] if p]
+    if settings().json:
+        emit_json({"role": role, "restricted": not problems, "problems": problems})
+    elif not problems:
+        click.echo(f"{role} is restricted: every hold and restriction applies to it")
+    else:
+        for problem in problems:
+            click.echo(f"{role}: {problem}")
+    if problems:
+        raise PyctlError(f"{role} is not restricted ({len(problems)} problem(s))")
+
+
+_ROLE_CHECK_QUERY = """
+select array[
+    case when r.rolsuper then 'is a superuser: bypasses row-level security and can disable triggers' end,
+    case when r.rolbypassrls then 'has BYPASSRLS: sees restricted rows' end,
+    case when r.rolreplication then 'has REPLICATION: can stream every row' end,
+    case when pg_catalog.pg_has_role(r.oid, privacy.steward_role(), 'MEMBER')
+         then 'is a member of the steward role ' || privacy.steward_role() end,
+    (select 'owns or acts as the owner of protected table(s) ' || string_agg(distinct privacy.qualified(p.table_schema, p.table_name), ', ')
+       || ': owners bypass row-level security'
+       from privacy.protected_tables p
+       join pg_catalog.pg_class c on c.oid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))
+      where pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE'))
+] as problems
+from pg_catalog.pg_roles r where r.rolname = %(role)s
+"""
+
+
+@roles.command("steward")
+@click.argument("role")
+def roles_steward(role: str) -> None:
+    """Make a role a steward: it places and lifts holds and sees restricted data.
+
+    \b
+    Example:
+        pyctl roles steward alice
+    """
+    rows = run("select 1 from pg_catalog.pg_roles where rolname = %s", (role,), write=False)
+    if not rows:
+        raise PyctlError(f"role {role} does not exist")
+    steward = run("select privacy.steward_role() as r", write=False)[0]["r"]
+    run(sql.SQL("grant {} to {}").format(sql.Identifier(steward), sql.Identifier(role)))
+    click.echo(f"{role} is now a member of {steward}", err=True)
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the cluster running at the end and print its DSN.")
+def demo(keep: bool) -> None:
+    """Walk through a legal hold and a processing restriction on a throwaway database.
+
+    Starts a temporary PostgreSQL, creates a small shop, installs the toolkit and
+    shows what the application role sees and what is refused.
+
+    \b
+    Example:
+        pyctl demo
+        pyctl demo --keep
+    """
+    from .demo import run_demo
+
+    run_demo(keep=keep)

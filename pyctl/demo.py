@@ -1,0 +1,172 @@
+"""`pyctl demo`: a legal hold and a processing restriction, on a throwaway shop."""
+
+from __future__ import annotations
+
+import time
+
+import click
+import psycopg
+
+from .cluster import start_cluster
+
+SHOP_SCHEMA = """
+create table addresses (
+    id      integer primary key,
+    street  text not null,
+    city    text not null
+);
+create table customers (
+    id         integer primary key,
+    name       text not null,
+    email      text not null,
+    address_id integer references addresses (id)
+);
+create index on customers (address_id);
+create table orders (
+    id          integer not null,
+    customer_id integer not null references customers (id) on delete cascade,
+    placed_on   date not null,
+    total_cents integer not null,
+    primary key (id, placed_on)
+) partition by range (placed_on);
+create table orders_2025 partition of orders for values from ('2025-01-01') to ('2026-01-01');
+create table orders_2026 partition of orders for values from ('2026-01-01') to ('2027-01-01');
+create index on orders (customer_id);
+create table order_items (
+    id         integer primary key,
+    order_id   integer not null,
+    placed_on  date not null,
+    sku        text not null,
+    quantity   integer not null,
+    foreign key (order_id, placed_on) references orders (id, placed_on) on delete cascade
+);
+create index on order_items (order_id, placed_on);
+create table support_tickets (
+    id          integer primary key,
+    customer_id integer not null references customers (id) on delete cascade,
+    subject     text not null
+);
+create index on support_tickets (customer_id);
+
+insert into addresses values (1, '1 Elm St', 'Springfield'), (2, '2 Oak Ave', 'Shelbyville'), (3, '3 Pine Rd', 'Ogdenville');
+insert into customers values
+    (1, 'Ada Active', 'ada@example.com', 1),
+    (2, 'Ben Contests', 'ben@example.com', 2),
+    (3, 'Cy Former', 'cy@example.com', 3);
+insert into orders values (10, 1, '2026-02-01', 1200), (20, 2, '2026-03-05', 4500), (30, 3, '2025-06-30', 9900),
+                          (31, 3, '2025-07-02', 150);
+insert into order_items values (100, 10, '2026-02-01', 'TEA-01', 2), (200, 20, '2026-03-05', 'MUG-02', 1),
+                               (300, 30, '2025-06-30', 'KETTLE-9', 1), (301, 31, '2025-07-02', 'TEA-01', 1);
+insert into support_tickets values (1000, 3, 'Refund for kettle'), (1001, 2, 'Wrong address on invoice');
+"""
+
+
+def _say(text: str = "") -> None:
+    click.echo(text)
+
+
+def _pyctl(dsn: str, *args: str) -> str:
+    """Run a pyctl command as a user would, echoing it; returns what it printed."""
+    from click.testing import CliRunner
+
+    from .cli import main
+
+    _say(click.style("$ pyctl " + " ".join(a if " " not in a else repr(a) for a in args), bold=True))
+    result = CliRunner().invoke(main, ["--dsn", dsn, *args], catch_exceptions=False)
+    out = result.output.rstrip()
+    if out:
+        _say("  " + out.replace("\n", "\n  "))
+    if result.exit_code != 0:
+        raise click.ClickException(f"pyctl {' '.join(args)} failed: {out}")
+    return result.stdout.strip()
+
+
+def _as_app(app_dsn: str, title: str, query: str) -> None:
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
+        rows = conn.execute(query).fetchall()
+    _say(f"  app sees {title}: " + (", ".join(str(r[0]) for r in rows) or "(nothing)"))
+
+
+def _try_as_app(app_dsn: str, statement: str) -> None:
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
+        try:
+            cur = conn.execute(statement)
+            _say(f"  app> {statement}\n       allowed ({cur.rowcount} row(s))")
+        except psycopg.Error as exc:
+            message = exc.diag.message_primary or str(exc)
+            _say(f"  app> {statement}\n       refused [{exc.sqlstate}] {message}")
+
+
+def run_demo(keep: bool = False) -> None:
+    started = time.monotonic()
+    _say("Starting a throwaway PostgreSQL cluster ...")
+    cluster = start_cluster()
+    try:
+        owner_dsn = cluster.dsn("postgres")
+        with psycopg.connect(owner_dsn, autocommit=True) as conn:
+            conn.execute("create database shop")
+        dsn = cluster.dsn("shop")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SHOP_SCHEMA)
+        _say(f"Created database shop: customers, addresses, orders (partitioned), order_items, support_tickets.\n")
+
+        _say("1. Install the toolkit and tell it where customer data lives.")
+        _pyctl(dsn, "install")
+        _pyctl(dsn, "subject", "add", "customer", "--table", "customers", "--key", "id")
+        _pyctl(dsn, "protect", "orders", "--via", "customer_id")
+        _pyctl(dsn, "protect", "order_items", "--via", "order_id")
+        _pyctl(dsn, "protect", "support_tickets", "--via", "customer_id")
+        _pyctl(dsn, "protect", "addresses", "--referenced-by", "customers.address_id")
+        password = _pyctl(dsn, "roles", "create-app", "shop_app")
+        app_dsn = cluster.dsn("shop", user="shop_app") + f" password={password}"
+        _pyctl(dsn, "roles", "check", "shop_app")
+        _pyctl(dsn, "tables")
+        _say()
+
+        _say("2. Cy (customer 3) left, but is suing the shop: a legal hold preserves Cy's data.")
+        hold_id = _pyctl(dsn, "hold", "place", "3", "--case", "2026-CV-118", "--reason", "Cy v. Shop: preserve all records")
+        _as_app(app_dsn, "customers", "select name from customers order by id")
+        _try_as_app(app_dsn, "delete from customers where id = 3")
+        _try_as_app(app_dsn, "update orders set total_cents = 0 where id = 30")
+        _try_as_app(app_dsn, "delete from order_items where id = 301")
+        _try_as_app(app_dsn, "update addresses set street = 'unknown' where id = 3")
+        _try_as_app(app_dsn, "delete from orders_2025 where customer_id = 3")
+        _say("  The nightly retention purge skips held customers with privacy.is_held():")
+        _try_as_app(app_dsn, "delete from support_tickets where not privacy.is_held('customer', customer_id)")
+        _as_app(app_dsn, "support tickets", "select subject from support_tickets order by id")
+        _say()
+
+        _say("3. Ben (customer 2) contests the accuracy of his address (GDPR Art. 18(1)(a)):")
+        _say("   until it is verified, his data is stored only, and the application cannot process it.")
+        restriction_id = _pyctl(dsn, "restrict", "place", "2", "--basis", "accuracy",
+                                "--reason", "Ben says his address is wrong")
+        _as_app(app_dsn, "customers", "select name from customers order by id")
+        _as_app(app_dsn, "orders", "select id from orders order by id")
+        _as_app(app_dsn, "addresses", "select street from addresses order by id")
+        _try_as_app(app_dsn, "update customers set email = 'spam@example.com' where id = 2")
+        _try_as_app(app_dsn, "insert into orders values (21, 2, '2026-04-01', 100)")
+        _try_as_app(app_dsn, "select * from orders_2026 where customer_id = 2")
+        _say("   A steward still sees Ben's data and corrects it:")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("create role dpo_alice login")
+        _pyctl(dsn, "roles", "steward", "dpo_alice")
+        with psycopg.connect(cluster.dsn("shop", user="dpo_alice"), autocommit=True) as conn:
+            conn.execute("update addresses set street = '22 Oak Ave' where id = 2")
+            street = conn.execute("select street from addresses where id = 2").fetchone()
+        _say(f"  steward> update addresses set street = '22 Oak Ave' where id = 2  -> now {street[0] if street else '?'}")
+        _pyctl(dsn, "restrict", "release", restriction_id, "--reason", "address verified and corrected")
+        _as_app(app_dsn, "customers", "select name from customers order by id")
+        _say()
+
+        _say("4. The case is settled: counsel releases the hold, and Cy's data may go.")
+        _pyctl(dsn, "hold", "release", hold_id, "--reason", "case settled", "--reference", "dismissal order 2027-01-15")
+        _try_as_app(app_dsn, "delete from customers where id = 3")
+        _pyctl(dsn, "ledger", "verify")
+        _say(f"\nDone in {time.monotonic() - started:.1f}s.")
+        if keep:
+            _say(f"The cluster keeps running. Connect with:\n  {dsn}\nStop it with: "
+                 f"{cluster.bin('pg_ctl')} -D {cluster.datadir} stop"
+                 + (f"  (as OS user {cluster.os_user})" if cluster.os_user else ""))
+    finally:
+        if not keep:
+            cluster.destroy()
