@@ -201,11 +201,13 @@ def status() -> None:
                 "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'legal_hold') as active_holds, "
                 "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'restriction') as active_restrictions"
             ).fetchone() or {}
-            migrations = []
-            if cur.execute("select pg_catalog.to_regclass('_yoyo_migration') is not null as x").fetchone() == {"x": True}:
-                migrations = [r["migration_id"] for r in cur.execute(
-                    "select migration_id from _yoyo_migration where migration_id like 'privacy-%%' order by applied_at_utc"
-                ).fetchall()]
+            migrations: list[str] = []
+            for schema in ("privacy", "public"):
+                found = cur.execute("select pg_catalog.to_regclass(%s) is not null as x", (f"{schema}._yoyo_migration",))
+                if found.fetchone() == {"x": True}:
+                    migrations += [r["migration_id"] for r in cur.execute(
+                        sql.SQL("select migration_id from {}._yoyo_migration where migration_id like 'privacy-%%' "
+                                "order by applied_at_utc").format(sql.Identifier(schema))).fetchall()]
             subjects = cur.execute(
                 "select subject_type, privacy.qualified(table_schema, table_name) as root_table, key_column "
                 "from privacy.subject_types order by 1"

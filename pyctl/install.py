@@ -24,7 +24,12 @@ def _backend_for(conninfo: str) -> PostgresqlPsycopgBackend:
 
     class Backend(PostgresqlPsycopgBackend):  # type: ignore[misc]
         def connect(self, dburi: Any) -> psycopg.Connection:
-            return psycopg.connect(conninfo, autocommit=True)
+            # yoyo's bookkeeping tables go into the privacy schema, not the application's.
+            conn = psycopg.connect(conninfo, autocommit=True)
+            conn.execute("create schema if not exists privacy")
+            conn.execute("revoke all on schema privacy from public")
+            conn.execute("set search_path to privacy")
+            return conn
 
     backend = Backend(parse_uri("postgresql+psycopg:///pyctl"), "_yoyo_migration")
     backend.init_database()
@@ -146,8 +151,9 @@ def uninstall(dsn: str | None) -> dict[str, Any]:
             )
             conn.execute("drop event trigger if exists privacy_protect_new_partitions")
             conn.execute("drop schema privacy cascade")
-            if conn.execute("select pg_catalog.to_regclass('_yoyo_migration') is not null").fetchone() == (True,):
-                conn.execute("delete from _yoyo_migration where migration_id like %s", (MIGRATION_PREFIX + "%",))
+            # A DBA who ran `yoyo apply` has yoyo's tables in the default schema instead.
+            if conn.execute("select pg_catalog.to_regclass('public._yoyo_migration') is not null").fetchone() == (True,):
+                conn.execute("delete from public._yoyo_migration where migration_id like %s", (MIGRATION_PREFIX + "%",))
         return {"uninstalled": True, "tables_released": [t[0] for t in tables]}
     except psycopg.Error as exc:
         raise PyctlError(f"uninstall failed: {describe(exc)}") from None

@@ -7,8 +7,8 @@ revoke all on schema privacy from public;
 revoke all on all tables in schema privacy from public;
 revoke all on all sequences in schema privacy from public;
 revoke all on all functions in schema privacy from public;
-alter default privileges in schema privacy revoke all on tables from public;
-alter default privileges in schema privacy revoke execute on functions from public;
+-- (Functions are granted to PUBLIC on creation whatever the schema's default
+-- privileges say, so 90_grants.sql and the generator revoke them explicitly.)
 
 -- The toolkit version that generated what is installed.
 create or replace function privacy.toolkit_version()

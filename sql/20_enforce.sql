@@ -290,6 +290,9 @@ $body$$f$, v_fn, v_prop);
             v_target::regclass);
         v_ddl := v_ddl || pg_catalog.format('alter table %s enable row level security', v_target::regclass);
         -- Stewards read and correct restricted data (and are refused by holds like everyone).
+        v_ddl := v_ddl || pg_catalog.format('grant usage on schema %I to %I',
+            (select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = v_target),
+            privacy.steward_role());
         v_ddl := v_ddl || pg_catalog.format('grant select, insert, update, delete on %s to %I', v_target::regclass, privacy.steward_role());
         v_ddl := v_ddl || pg_catalog.format(
             'create policy privacy_hide_restricted on %s as restrictive for all to public using (%s) with check (%s)',
@@ -343,7 +346,11 @@ $body$$f$, v_fn, v_prop);
     loop
         execute v_stmt;
     end loop;
-    -- Applications call the generated functions through the triggers.
+    -- Applications call the generated functions through the triggers; nothing else.
+    for v_stmt in select pr.oid::regprocedure::text from pg_catalog.pg_proc pr
+                   where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ ('^pt_' || p.id || '_') loop
+        execute 'revoke all on function ' || v_stmt || ' from public';
+    end loop;
     execute pg_catalog.format('grant execute on function %s_mark(%s), %s_subjects(%s), %s_row() to public',
         v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, pg_catalog.array_to_string(v_types, ','), v_fn);
     update privacy.protected_tables set enforcement = v_tag where id = p.id;

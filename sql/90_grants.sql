@@ -1,5 +1,7 @@
 -- sql/90_grants.sql: exactly what each role needs, after 00_base.sql revoked everything.
 
+revoke all on all functions in schema privacy from public;
+
 -- Everyone: the schema (so triggers can name their helpers) and the cheap predicates.
 grant usage on schema privacy to public;
 grant execute on function
