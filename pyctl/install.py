@@ -26,8 +26,9 @@ def _backend_for(conninfo: str) -> PostgresqlPsycopgBackend:
         def connect(self, dburi: Any) -> psycopg.Connection:
             # yoyo's bookkeeping tables go into the privacy schema, not the application's.
             conn = psycopg.connect(conninfo, autocommit=True)
-            conn.execute("create schema if not exists privacy")
-            conn.execute("revoke all on schema privacy from public")
+            if conn.execute("select pg_catalog.to_regnamespace('privacy') is null").fetchone() == (True,):
+                conn.execute("create schema privacy")
+                conn.execute("revoke all on schema privacy from public")
             conn.execute("set search_path to privacy")
             return conn
 

@@ -351,8 +351,13 @@ $body$$f$, v_fn, v_prop);
                    where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ ('^pt_' || p.id || '_') loop
         execute 'revoke all on function ' || v_stmt || ' from public';
     end loop;
+    -- (Trigger functions cannot be called directly; PostgreSQL checks them when it
+    -- clones row triggers onto a new partition, as whoever creates the partition.)
     execute pg_catalog.format('grant execute on function %s_mark(%s), %s_subjects(%s), %s_row() to public',
         v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, pg_catalog.array_to_string(v_types, ','), v_fn);
+    if v_has_deps then
+        execute pg_catalog.format('grant execute on function %s_propagate() to public', v_fn);
+    end if;
     update privacy.protected_tables set enforcement = v_tag where id = p.id;
     perform pg_catalog.set_config('privacy.in_ddl_hook', coalesce(v_hook, 'off'), true);
 end;

@@ -7,9 +7,12 @@
 -- and refuses to detach a partition that holds rows under a legal hold. Without it,
 -- status reports the new partition as missing enforcement and install repairs it.
 
+-- Runs as its (superuser) owner: it must protect tables that whoever ran the DDL
+-- creates, and read registers that role may not read.
 create or replace function privacy.on_ddl_command_end()
     returns event_trigger
     volatile
+    security definer
     set search_path = ''
     language plpgsql
 as $$

@@ -9,8 +9,17 @@ grant execute on function
     privacy.is_restricted(text, text), privacy.is_restricted(text, bigint), privacy.is_restricted(text, uuid),
     -- called by the row and TRUNCATE triggers, which run as the writing role
     privacy.refuse(text, text, smallint, jsonb), privacy.is_privileged(name, oid), privacy.acting_role(),
-    privacy.check_truncate(oid), privacy.steward_role()
+    privacy.check_truncate(oid), privacy.steward_role(), privacy.guard_truncate()
 to public;
+
+-- Event trigger functions are checked at every firing, for whoever runs the DDL.
+do $$
+begin
+    if pg_catalog.to_regprocedure('privacy.on_ddl_command_end()') is not null then
+        grant execute on function privacy.on_ddl_command_end() to public;
+    end if;
+end;
+$$;
 
 -- Stewards: place and release, read the registers and the ledger.
 do $$

@@ -32,6 +32,8 @@ select privacy.protect_referenced_by('public.addresses', 'public.customers', 'ad
 APP_GRANTS = """
 grant usage on schema public, "crm data" to app;
 grant select, insert, update, delete on all tables in schema public, "crm data" to app;
+-- as many applications do: new tables (and partitions) are the app's too
+alter default privileges in schema public, "crm data" grant select, insert, update, delete on tables to app;
 """
 
 ROLES = """
@@ -142,6 +144,8 @@ def _clone(cluster: Cluster, template: str) -> Iterator[Db]:
     name = f"t{next(_counter)}"
     janitor = _janitor(cluster, name, template)
     janitor.init()
+    with psycopg.connect(cluster.dsn(name), autocommit=True) as su:
+        su.execute(f"alter database {name} owner to shop_owner")
     db = Db(cluster, name)
     try:
         yield db
