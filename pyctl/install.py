@@ -89,11 +89,39 @@ def _current_user(conn: psycopg.Connection) -> str:
     return str(row[0]) if row else "?"
 
 
+def _check_can_install(conn: psycopg.Connection, steward_role: str | None) -> None:
+    """Refuse before changing anything when install could not finish."""
+    row = conn.execute(
+        "select r.rolsuper, r.rolcreaterole, "
+        "pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'CREATE'), "
+        "(select value from privacy.settings where name = 'steward_role') "
+        "  from pg_catalog.pg_roles r where r.rolname = current_user"
+        if conn.execute("select pg_catalog.to_regclass('privacy.settings') is not null").fetchone() == (True,)
+        else "select r.rolsuper, r.rolcreaterole, "
+        "pg_catalog.has_database_privilege(current_user, pg_catalog.current_database(), 'CREATE'), null "
+        "  from pg_catalog.pg_roles r where r.rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    superuser, createrole, can_create, current = row
+    if not (superuser or can_create or conn.execute("select pg_catalog.to_regnamespace('privacy') is not null")
+            .fetchone() == (True,)):
+        raise PyctlError(f"{_current_user(conn)} may not create a schema in this database: "
+                         "connect as the database owner")
+    name = steward_role or current or DEFAULT_STEWARD_ROLE
+    exists = conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (name,)).fetchone()
+    if not exists and not (superuser or createrole):
+        raise PyctlError(
+            f"role {name} does not exist and {_current_user(conn)} may not create roles: "
+            f"create it (CREATE ROLE {name} NOLOGIN) or pass --steward-role with an existing role"
+        )
+
+
 def install(dsn: str | None, steward_role: str | None = None) -> dict[str, Any]:
     """Install or upgrade; idempotent. Returns what was done."""
     conn = connect(dsn)
     try:
         require_primary(conn)
+        _check_can_install(conn, steward_role)
         try:
             applied = apply_migrations(resolve_dsn(dsn))
         except psycopg.Error as exc:

@@ -6,7 +6,6 @@
 revoke all on schema privacy from public;
 revoke all on all tables in schema privacy from public;
 revoke all on all sequences in schema privacy from public;
-revoke all on all functions in schema privacy from public;
 -- (Functions are granted to PUBLIC on creation whatever the schema's default
 -- privileges say, so 90_grants.sql and the generator revoke them explicitly.)
 

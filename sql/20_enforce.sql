@@ -51,7 +51,7 @@ $$;
 -- row and TRUNCATE triggers and the row-level security policies. Every object is
 -- commented 'privacy <version> <hash>' so status can tell outdated or altered ones.
 create or replace function privacy.enforce(p_table regclass)
-    returns void
+    returns boolean
     volatile
     set search_path = ''
     language plpgsql
@@ -313,7 +313,7 @@ $body$$f$, v_fn, v_prop);
           || pg_catalog.md5(pg_catalog.array_to_string(v_functions || v_ddl, E'\n'));
     if p.enforcement is not distinct from v_tag
        and not exists (select 1 from privacy.enforcement_status() s where s.protected_table = v_t and s.state <> 'installed') then
-        return;  -- complete and current: leave the tables alone (no locks taken)
+        return false;  -- complete and current: leave the tables alone (no locks taken)
     end if;
 
     -- Our own DDL must not send the partition hook (50_partitions.sql) back in here.
@@ -360,6 +360,7 @@ $body$$f$, v_fn, v_prop);
     end if;
     update privacy.protected_tables set enforcement = v_tag where id = p.id;
     perform pg_catalog.set_config('privacy.in_ddl_hook', coalesce(v_hook, 'off'), true);
+    return true;
 end;
 $gen$;
 
@@ -454,7 +455,6 @@ as $$
 declare
     p privacy.protected_tables;
     v_rel regclass;
-    v_before text;
     v_count integer := 0;
 begin
     for p in select * from privacy.protected_tables order by id loop
@@ -463,9 +463,7 @@ begin
             raise warning 'privacy: protected table % no longer exists', privacy.qualified(p.table_schema, p.table_name);
             continue;
         end if;
-        v_before := p.enforcement;
-        perform privacy.enforce(v_rel);
-        if (select x.enforcement from privacy.protected_tables x where x.id = p.id) is distinct from v_before then
+        if privacy.enforce(v_rel) then
             v_count := v_count + 1;
         end if;
     end loop;

@@ -1,6 +1,16 @@
 -- sql/90_grants.sql: exactly what each role needs, after 00_base.sql revoked everything.
 
-revoke all on all functions in schema privacy from public;
+-- Every function but the generated pt_<id>_* ones (the generator grants those).
+do $$
+declare
+    v regprocedure;
+begin
+    for v in select p.oid from pg_catalog.pg_proc p
+              where p.pronamespace = 'privacy'::regnamespace and p.proname !~ '^pt_[0-9]+_' loop
+        execute pg_catalog.format('revoke all on function %s from public', v);
+    end loop;
+end;
+$$;
 
 -- Everyone: the schema (so triggers can name their helpers) and the cheap predicates.
 grant usage on schema privacy to public;
