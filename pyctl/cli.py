@@ -60,7 +60,7 @@ def settings() -> Settings:
     return obj
 
 
-def run(query: str | sql.Composable, params: Any = None, *, write: bool = True) -> list[dict[str, Any]]:
+def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool = True) -> list[dict[str, Any]]:
     """Run one statement in its own transaction and return its rows."""
     conn = connect(settings().dsn)
     try:
@@ -98,9 +98,14 @@ def default_subject(subject: str | None) -> str:
 
 def check_table_name(name: str) -> str:
     """Resolve a table name the way PostgreSQL would, with a one-line error."""
-    rows = run("select privacy.qualified(n.nspname, c.relname) as t from pg_catalog.pg_class c "
-               "join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = pg_catalog.to_regclass(%s)",
-               (name,), write=False)
+    try:
+        rows = run("select privacy.qualified(n.nspname, c.relname) as t from pg_catalog.pg_class c "
+                   "join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = pg_catalog.to_regclass(%s)",
+                   (name,), write=False)
+    except PyctlError as exc:
+        if "invalid name syntax" in str(exc):
+            raise PyctlError(f"table {name} does not exist (not a valid table name)") from None
+        raise
     if not rows or rows[0]["t"] is None:
         raise PyctlError(f"table {name} does not exist")
     return str(rows[0]["t"])

@@ -108,7 +108,7 @@ def run_demo(keep: bool = False) -> None:
         dsn = cluster.dsn("shop")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SHOP_SCHEMA)
-        _say(f"Created database shop: customers, addresses, orders (partitioned), order_items, support_tickets.\n")
+        _say("Created database shop: customers, addresses, orders (partitioned), order_items, support_tickets.\n")
 
         _say("1. Install the toolkit and tell it where customer data lives.")
         _pyctl(dsn, "install")

@@ -19,7 +19,9 @@ grant execute on function
     privacy.is_restricted(text, text), privacy.is_restricted(text, bigint), privacy.is_restricted(text, uuid),
     -- called by the row and TRUNCATE triggers, which run as the writing role
     privacy.refuse(text, text, smallint, jsonb), privacy.is_privileged(name, oid), privacy.acting_role(),
-    privacy.check_truncate(oid), privacy.steward_role(), privacy.guard_truncate()
+    privacy.check_truncate(oid), privacy.steward_role(), privacy.guard_truncate(),
+    -- harmless formatting helpers the CLI's queries use
+    privacy.qualified(name, name), privacy.describe_path(privacy.protected_tables)
 to public;
 
 -- Event trigger functions are checked at every firing, for whoever runs the DDL.

@@ -1,0 +1,44 @@
+"""`pyctl demo`, the README's main job, as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PYCTL = str(Path(sys.executable).with_name("pyctl"))
+
+
+def test_demo_runs_under_a_minute_and_shows_refusals() -> None:
+    started = time.monotonic()
+    proc = subprocess.run([PYCTL, "demo"], capture_output=True, text=True, check=False, timeout=120)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert elapsed < 60
+    out = proc.stdout
+    assert "refused [PV001] privacy: DELETE on public.customers refused: subject customer/3 is under legal hold" in out
+    assert "refused [PV001] privacy: INSERT on public.orders_2026 refused: subject customer/2 is under processing restriction" in out
+    assert "app sees customers: Ada Active, Cy Former" in out  # Ben hidden while restricted
+    assert "app sees customers: Ada Active, Ben Contests, Cy Former" in out  # and back after release
+    assert "ledger verifies" in out
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_keep_leaves_a_usable_cluster() -> None:
+    proc = subprocess.run([PYCTL, "demo", "--keep"], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    dsn = lines[lines.index("The cluster keeps running. Connect with:") + 1].strip()
+    stop = next(line for line in lines if line.startswith("Stop it with: "))
+    try:
+        status = subprocess.run([PYCTL, "--dsn", dsn, "--json", "status"], capture_output=True, text=True, check=False)
+        assert status.returncode == 0, status.stderr
+        assert '"active_holds": 0' in status.stdout
+    finally:
+        command = stop.removeprefix("Stop it with: ").split("  (as OS user")[0].split()
+        if "(as OS user" in stop:
+            command = ["runuser", "-u", stop.split("(as OS user ")[1].rstrip(")"), "--", *command]
+        subprocess.run(command, capture_output=True, check=False)
+        data_dir = Path(command[command.index("-D") + 1])
+        subprocess.run(["rm", "-rf", str(data_dir.parent)], check=False)
