@@ -204,11 +204,14 @@ def status() -> None:
                 "(select value from privacy.settings where name = 'steward_role') as steward_role, "
                 "pg_catalog.pg_is_in_recovery() as follower, "
                 "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'legal_hold') as active_holds, "
-                "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'restriction') as active_restrictions"
+                "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'restriction') as active_restrictions, "
+                "(select count(*) from privacy.recipient_notices where acked_at is null) as pending_notices"
             ).fetchone() or {}
             migrations: list[str] = []
             for schema in ("privacy", "public"):
-                found = cur.execute("select pg_catalog.to_regclass(%s) is not null as x", (f"{schema}._yoyo_migration",))
+                found = cur.execute("select pg_catalog.to_regclass(%s) is not null "
+                                    "and pg_catalog.has_table_privilege(%s, 'select') as x",
+                                    (f"{schema}._yoyo_migration", f"{schema}._yoyo_migration"))
                 if found.fetchone() == {"x": True}:
                     migrations += [r["migration_id"] for r in cur.execute(
                         sql.SQL("select migration_id from {}._yoyo_migration where migration_id like 'privacy-%%' "
@@ -228,7 +231,8 @@ def status() -> None:
                f"{' (read-only follower)' if info.get('follower') else ''}")
     click.echo(f"migrations applied: {', '.join(migrations) or '(none recorded)'}")
     click.echo(f"steward role: {info.get('steward_role')}")
-    click.echo(f"active legal holds: {info.get('active_holds')}, active processing restrictions: {info.get('active_restrictions')}")
+    click.echo(f"active legal holds: {info.get('active_holds')}, active processing restrictions: {info.get('active_restrictions')}, "
+               f"pending recipient notices: {info.get('pending_notices')}")
     click.echo("")
     table(subjects, ["subject_type", "root_table", "key_column"], "no subject types yet")
     click.echo("")
@@ -391,8 +395,9 @@ def hold_place(key: str, case_ref: str, reason: str, subject_type: str | None) -
 @hold.command("release")
 @click.argument("hold_id", metavar="ID")
 @click.option("--reason", required=True, metavar="TEXT", help="Why the hold ends (case closed, counsel's instruction).")
-@click.option("--reference", metavar="TEXT", help="Reference for the release, e.g. the order that closed the case.")
-def hold_release(hold_id: str, reason: str, reference: str | None) -> None:
+@click.option("--reference", required=True, metavar="TEXT",
+              help="Reference for the release: the order that closed the case, counsel's instruction.")
+def hold_release(hold_id: str, reason: str, reference: str) -> None:
     """Release one legal hold; other holds on the subject stay in force.
 
     \b
@@ -444,18 +449,67 @@ def restrict_place(key: str, basis: str, reason: str, subject_type: str | None) 
     emit_json({"id": restriction_id}) if settings().json else click.echo(restriction_id)
 
 
-@restrict.command("release")
+@restrict.command("verify")
 @click.argument("restriction_id", metavar="ID")
-@click.option("--reason", default="restriction lifted", show_default=True, metavar="TEXT", help="Why it is lifted.")
-def restrict_release(restriction_id: str, reason: str) -> None:
-    """Release a processing restriction.
+@click.option("--note", required=True, metavar="TEXT", help="What was checked: accuracy verified, data corrected, grounds assessed.")
+def restrict_verify(restriction_id: str, note: str) -> None:
+    """Record that the restriction's grounds were verified (lifecycle step 1).
 
     \b
     Example:
-        pyctl restrict release 3f2a... --reason "address verified"
+        pyctl restrict verify 3f2a... --note "address checked against the utility bill; corrected"
     """
-    run("select privacy.release_restriction(%s::uuid, %s)", (_uuid(restriction_id), reason))
-    click.echo(f"released processing restriction {restriction_id}", err=True)
+    run("select privacy.verify_restriction(%s::uuid, %s)", (_uuid(restriction_id), note))
+    click.echo(f"restriction {restriction_id}: verified", err=True)
+
+
+@restrict.command("notify")
+@click.argument("restriction_id", metavar="ID")
+@click.option("--via", required=True, metavar="TEXT", help="How the subject was told the restriction will be lifted.")
+def restrict_notify(restriction_id: str, via: str) -> None:
+    """Record that the subject was told the restriction will be lifted (Art. 18(3)).
+
+    \b
+    Example:
+        pyctl restrict notify 3f2a... --via "email to ben@example.com, ticket 5521"
+    """
+    run("select privacy.notify_subject(%s::uuid, %s)", (_uuid(restriction_id), via))
+    click.echo(f"restriction {restriction_id}: subject notified", err=True)
+
+
+@restrict.command("approve")
+@click.argument("restriction_id", metavar="ID")
+@click.option("--evidence", required=True, metavar="TEXT", help="Where the subject's approval to resume is recorded.")
+def restrict_approve(restriction_id: str, evidence: str) -> None:
+    """Record the subject's approval to resume processing.
+
+    \b
+    Example:
+        pyctl restrict approve 3f2a... --evidence "reply to ticket 5521, 2026-12-01"
+    """
+    run("select privacy.approve_release(%s::uuid, %s)", (_uuid(restriction_id), evidence))
+    click.echo(f"restriction {restriction_id}: approval recorded", err=True)
+
+
+@restrict.command("release")
+@click.argument("restriction_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Release although required lifecycle steps are missing (needs --reason).")
+@click.option("--reason", metavar="TEXT", help="Why it is lifted (required with --force).")
+def restrict_release(restriction_id: str, force: bool, reason: str | None) -> None:
+    """Release a processing restriction once its lifecycle is complete.
+
+    Required before release, by basis: accuracy: verify, notify, approve;
+    objection: verify, notify; unlawful and legal-claims: notify.
+
+    \b
+    Example:
+        pyctl restrict release 3f2a...
+        pyctl restrict release 3f2a... --force --reason "court order 2026-77 lifts it"
+    """
+    if force and not (reason and reason.strip()):
+        raise click.UsageError("--force needs --reason")
+    run("select privacy.release_restriction(%s::uuid, %s, %s)", (_uuid(restriction_id), reason, force))
+    click.echo(f"released processing restriction {restriction_id}" + (" (forced)" if force else ""), err=True)
 
 
 @restrict.command("list")
@@ -468,9 +522,10 @@ def restrict_list(show_all: bool) -> None:
     Example:
         pyctl restrict list
     """
-    query = _LIST_QUERY.format(extra="basis", filter="" if show_all else "and released_at is null")
+    query = _LIST_QUERY.format(extra="basis, array_to_string(privacy.missing_steps(processing_restrictions), ', ') as missing_steps",
+                               filter="" if show_all else "and released_at is null")
     show(run(query, ("restriction",), write=False),
-         ["id", "subject", "basis", "reason", "state", "placed_by", "placed_at"]
+         ["id", "subject", "basis", "reason", "state", "missing_steps", "placed_by", "placed_at"]
          + (["released_at", "release_reason"] if show_all else []))
 
 
@@ -525,6 +580,104 @@ def history(key: str, subject_type: str | None) -> None:
                "from privacy.ledger where subject_type = %s and subject_key = %s order by seq",
                (default_subject(subject_type), key), write=False)
     show(rows, ["seq", "recorded_at", "event", "id", "session_role", "payload"], f"no events for {key}")
+
+
+# -- recipients and watch (GDPR Art. 19) ----------------------------------------------------
+
+
+@main.group()
+def recipient() -> None:
+    """Recipients of the data, who must be told of every restriction (Art. 19)."""
+
+
+@recipient.command("add")
+@click.argument("name")
+@click.option("--description", default="", metavar="TEXT", help="Who or what the recipient is.")
+def recipient_add(name: str, description: str) -> None:
+    """Register a recipient; each restriction placed or released creates a notice for it.
+
+    \b
+    Example:
+        pyctl recipient add salesforce --description "CRM sync, owned by the sales ops team"
+    """
+    run("select privacy.add_recipient(%s, %s)", (name, description))
+    click.echo(f"recipient {name} added", err=True)
+
+
+@recipient.command("list")
+@json_option
+def recipient_list() -> None:
+    """List the recipients and how many notices each has pending.
+
+    \b
+    Example:
+        pyctl recipient list
+    """
+    show(run("select r.name, r.description, r.added_at, "
+             "(select count(*) from privacy.recipient_notices n where n.recipient = r.name and n.acked_at is null) as pending "
+             "from privacy.recipients r order by r.name", write=False),
+         ["name", "description", "pending", "added_at"])
+
+
+@recipient.command("remove")
+@click.argument("name")
+def recipient_remove(name: str) -> None:
+    """Remove a recipient (refused while it has pending notices).
+
+    \b
+    Example:
+        pyctl recipient remove old_newsletter_tool
+    """
+    run("select privacy.remove_recipient(%s)", (name,))
+    click.echo(f"recipient {name} removed", err=True)
+
+
+@recipient.command("pending")
+@json_option
+def recipient_pending() -> None:
+    """List the notices recipients have not been told of yet.
+
+    \b
+    Example:
+        pyctl recipient pending
+    """
+    show(run("select recipient, seq as event, event as kind, subject_type || '/' || subject_key as subject, id, created_at "
+             "from privacy.pending_notices()", write=False),
+         ["recipient", "event", "kind", "subject", "id", "created_at"], "no pending notices")
+
+
+@recipient.command("ack")
+@click.argument("name")
+@click.argument("event", type=int)
+def recipient_ack(name: str, event: int) -> None:
+    """Record that a recipient was told of an event (its ledger position).
+
+    \b
+    Example:
+        pyctl recipient ack salesforce 42
+    """
+    run("select privacy.ack_notice(%s, %s)", (name, event))
+    click.echo(f"recipient {name} told of event {event}", err=True)
+
+
+@main.command()
+@click.option("--since", default=0, type=int, metavar="POSITION", help="Print events after this ledger position (default: all).")
+@click.option("--limit", type=int, metavar="N", help="Stop after N events.")
+@click.option("--idle-timeout", type=float, metavar="SECONDS", help="Stop after this long without an event.")
+def watch(since: int, limit: int | None, idle_timeout: float | None) -> None:
+    """Print ledger events as JSON lines, as they happen; resumable with --since.
+
+    Each line has the event's ledger position (seq), time, kind, subject and
+    hold or restriction id; no reasons. After a disconnect it reconnects and
+    resumes after the last position it printed, so nothing is lost or repeated.
+
+    \b
+    Example:
+        pyctl watch --since 1200 | kafka-console-producer --topic privacy-events
+    """
+    from .watch import follow
+
+    follow(settings().dsn, since=since, limit=limit, idle_timeout=idle_timeout)
 
 
 # -- roles -----------------------------------------------------------------------------------

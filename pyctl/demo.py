@@ -65,7 +65,7 @@ def _say(text: str = "") -> None:
     click.echo(text)
 
 
-def _pyctl(dsn: str, *args: str) -> str:
+def _pyctl(dsn: str, *args: str, expect_failure: bool = False) -> str:
     """Run a pyctl command as a user would, echoing it; returns what it printed."""
     from click.testing import CliRunner
 
@@ -76,8 +76,8 @@ def _pyctl(dsn: str, *args: str) -> str:
     out = result.output.rstrip()
     if out:
         _say("  " + out.replace("\n", "\n  "))
-    if result.exit_code != 0:
-        raise click.ClickException(f"pyctl {' '.join(args)} failed: {out}")
+    if (result.exit_code != 0) != expect_failure:
+        raise click.ClickException(f"pyctl {' '.join(args)} {'failed' if result.exit_code else 'should have been refused'}: {out}")
     return result.stdout.strip()
 
 
@@ -154,13 +154,19 @@ def run_demo(keep: bool = False) -> None:
             conn.execute("update addresses set street = '22 Oak Ave' where id = 2")
             street = conn.execute("select street from addresses where id = 2").fetchone()
         _say(f"  steward> update addresses set street = '22 Oak Ave' where id = 2  -> now {street[0] if street else '?'}")
-        _pyctl(dsn, "restrict", "release", restriction_id, "--reason", "address verified and corrected")
+        _say("   Before processing resumes, the Art. 18 lifecycle: verified, subject told (18(3)), approval recorded.")
+        _pyctl(dsn, "restrict", "release", restriction_id, expect_failure=True)
+        _pyctl(dsn, "restrict", "verify", restriction_id, "--note", "address checked against a utility bill; corrected")
+        _pyctl(dsn, "restrict", "notify", restriction_id, "--via", "email to ben@example.com")
+        _pyctl(dsn, "restrict", "approve", restriction_id, "--evidence", "Ben's reply of 2026-12-01")
+        _pyctl(dsn, "restrict", "release", restriction_id)
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _say()
 
         _say("4. The case is settled: counsel releases the hold, and Cy's data may go.")
         _pyctl(dsn, "hold", "release", hold_id, "--reason", "case settled", "--reference", "dismissal order 2027-01-15")
         _try_as_app(app_dsn, "delete from customers where id = 3")
+        _pyctl(dsn, "history", "2")
         _pyctl(dsn, "ledger", "verify")
         _say(f"\nDone in {time.monotonic() - started:.1f}s.")
         if keep:

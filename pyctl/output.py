@@ -32,6 +32,8 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S%z")
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(_plain(value), ensure_ascii=False)
     return str(_plain(value))
 
 

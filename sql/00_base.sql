@@ -165,6 +165,10 @@ begin
     v.prev_hash := v_last.hash;
     v.hash := pg_catalog.sha256(coalesce(v.prev_hash, ''::bytea) || pg_catalog.convert_to(privacy.ledger_content(v), 'UTF8'));
     insert into privacy.ledger values (v.*);
+    -- Art. 19: every recipient must be told of each placement and release of a restriction.
+    if p_event in ('restriction_placed', 'restriction_released') then
+        insert into privacy.recipient_notices (recipient, ledger_seq) select r.name, v.seq from privacy.recipients r;
+    end if;
     perform pg_catalog.pg_notify('privacy_events', pg_catalog.jsonb_build_object(
         'seq', v.seq, 'event', v.event, 'subject_type', v.subject_type,
         'subject_key', v.subject_key, 'id', v.restriction_id)::text);
@@ -221,6 +225,24 @@ begin
         end if;
         v_prev := v.hash;
         v_expected := v.seq + 1;
+    end loop;
+    -- Entries removed from the end leave the chain intact: every hold, restriction and
+    -- correction must still find its own events.
+    for seq, problem in
+        select null::bigint, pg_catalog.format('%s %s has no %s event', pg_catalog.replace(r.kind, '_', ' '), r.id, e.event)
+          from privacy.processing_restrictions r
+          cross join lateral (values (case r.kind when 'legal_hold' then 'hold_placed' else 'restriction_placed' end, true),
+                                     (case r.kind when 'legal_hold' then 'hold_released' else 'restriction_released' end,
+                                      r.released_at is not null)) e(event, expected)
+         where e.expected
+           and not exists (select 1 from privacy.ledger l where l.restriction_id = r.id and l.event = e.event)
+        union all
+        select c.ledger_seq, pg_catalog.format('correction %s has no ledger entry', c.id)
+          from privacy.corrections c
+         where not exists (select 1 from privacy.ledger l where l.seq = c.ledger_seq)
+    loop
+        return next;
+        return;
     end loop;
 end;
 $$;

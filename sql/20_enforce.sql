@@ -82,6 +82,7 @@ declare
     v_stmt text;
     v_own_permissive boolean;
     v_hook text;
+    v_identity text;
 begin
     if p.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected', p_table));
@@ -156,7 +157,17 @@ create or replace function %s_subjects(%s)
 as $body$%s
 $body$$f$, v_fn, v_params, v_body);
 
-    -- 3. The row trigger: runs as the caller, so it knows who is acting.
+    -- 3. The row trigger: runs as the caller, so it knows who is acting. Changes a
+    --    steward makes to restricted rows, and changes under break-glass, are journaled
+    --    with the row's identity: its primary key, or the whole row where it has none.
+    select coalesce('pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(
+               pg_catalog.format('%L, old.%I', a.attname, a.attname), ', ' order by k.i) || ')',
+           'pg_catalog.to_jsonb(old) - ''privacy_mark''')
+      into v_identity
+      from pg_catalog.pg_index x
+      cross join lateral pg_catalog.unnest(x.indkey) with ordinality k(attnum, i)
+      join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+     where x.indrelid = p_table and x.indisprimary;
     v_functions := v_functions || pg_catalog.format($f$
 create or replace function %1$s_row()
     returns trigger
@@ -170,9 +181,15 @@ declare
 begin
     if tg_op = 'DELETE' then
         if old.privacy_mark & 1 <> 0 then
-            perform privacy.refuse(v_table, 'DELETE', 1::smallint, %1$s_subjects(%2$s));
-        elsif old.privacy_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-            perform privacy.refuse(v_table, 'DELETE', 2::smallint, %1$s_subjects(%2$s));
+            if privacy.break_glass_reason(privacy.acting_role()) is null then
+                perform privacy.refuse(v_table, 'DELETE', 1::smallint, %1$s_subjects(%2$s));
+            end if;
+            perform privacy.journal('break_glass', tg_relid, 'DELETE', %4$s, pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s), privacy.acting_role());
+        elsif old.privacy_mark & 2 <> 0 then
+            if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+                perform privacy.refuse(v_table, 'DELETE', 2::smallint, %1$s_subjects(%2$s));
+            end if;
+            perform privacy.journal('correction', tg_relid, 'DELETE', %4$s, pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s), privacy.acting_role());
         end if;
         return old;
     end if;
@@ -190,9 +207,15 @@ begin
     v_mark := %1$s_mark(%3$s);
     if tg_op = 'UPDATE' then
         if old.privacy_mark & 1 <> 0 then
-            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s));
-        elsif old.privacy_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s));
+            if privacy.break_glass_reason(privacy.acting_role()) is null then
+                perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s));
+            end if;
+            perform privacy.journal('break_glass', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
+        elsif old.privacy_mark & 2 <> 0 then
+            if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+                perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s));
+            end if;
+            perform privacy.journal('correction', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
         elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
             perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%3$s));
         end if;
@@ -202,7 +225,7 @@ begin
     new.privacy_mark := v_mark;
     return new;
 end;
-$body$$f$, v_fn, v_old_args, v_new_args);
+$body$$f$, v_fn, v_old_args, v_new_args, v_identity);
 
     -- 4. Propagation to the tables whose marks derive from this one's rows.
     for d in select * from privacy.protected_tables x

@@ -139,9 +139,39 @@ begin
 end;
 $$;
 
--- Releases one hold or restriction; the subject stays marked while any other is active.
-create or replace function privacy.release(p_id uuid, p_kind text, p_reason text, p_reference text)
-    returns void
+-- The lifecycle steps a restriction's release requires, by basis (GDPR Art. 18):
+-- accuracy: verified, subject notified (18(3)), approval recorded; objection:
+-- verified, notified; unlawful and legal-claims: notified.
+create or replace function privacy.required_steps(p_basis text)
+    returns text[]
+    immutable
+    set search_path = ''
+    language sql
+as $$
+    select case p_basis
+        when 'accuracy' then array['verify', 'notify', 'approve']
+        when 'objection' then array['verify', 'notify']
+        else array['notify']
+    end
+$$;
+
+-- The required steps a restriction has not been through yet, in order.
+create or replace function privacy.missing_steps(r privacy.processing_restrictions)
+    returns text[]
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select coalesce(pg_catalog.array_agg(s order by i), '{}')
+      from pg_catalog.unnest(privacy.required_steps(r.basis)) with ordinality u(s, i)
+     where (s = 'verify' and r.verified_at is null)
+        or (s = 'notify' and r.notified_at is null)
+        or (s = 'approve' and r.approved_at is null)
+$$;
+
+-- The active hold or restriction P_ID, locked, or a clear error.
+create or replace function privacy.active_entry(p_id uuid, p_kind text)
+    returns privacy.processing_restrictions
     volatile
     security definer
     set search_path = ''
@@ -158,8 +188,107 @@ begin
     if r.released_at is not null then
         perform privacy.fail(pg_catalog.format('%s %s was already released at %s', v_label, p_id, r.released_at));
     end if;
+    return r;
+end;
+$$;
+
+-- Records one lifecycle step of a restriction, in order, once.
+create or replace function privacy.restriction_step(p_id uuid, p_step text, p_text text)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
+    v_actor name := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user);
+begin
+    if p_text is null or pg_catalog.btrim(p_text) = '' then
+        perform privacy.fail(pg_catalog.format('the %s step needs %s', p_step,
+            case p_step when 'verify' then 'a note' when 'notify' then 'the channel the subject was told through' else 'the evidence of approval' end));
+    end if;
+    if p_step = 'verify' then
+        if r.verified_at is not null then
+            perform privacy.fail(pg_catalog.format('restriction %s was already verified at %s', p_id, r.verified_at));
+        elsif r.notified_at is not null then
+            perform privacy.fail(pg_catalog.format('restriction %s: verify comes before the subject is notified', p_id));
+        end if;
+        update privacy.processing_restrictions
+           set verified_at = pg_catalog.now(), verified_by = v_actor, verification_note = p_text, state = 'verified'
+         where id = p_id;
+    elsif p_step = 'notify' then
+        if r.notified_at is not null then
+            perform privacy.fail(pg_catalog.format('the subject of restriction %s was already notified at %s', p_id, r.notified_at));
+        elsif r.verified_at is null and 'verify' = any (privacy.required_steps(r.basis)) then
+            perform privacy.fail(pg_catalog.format('restriction %s (%s): verify before notifying the subject', p_id, r.basis));
+        end if;
+        update privacy.processing_restrictions
+           set notified_at = pg_catalog.now(), notified_by = v_actor, notified_via = p_text, state = 'notified'
+         where id = p_id;
+    elsif p_step = 'approve' then
+        if r.approved_at is not null then
+            perform privacy.fail(pg_catalog.format('approval for restriction %s was already recorded at %s', p_id, r.approved_at));
+        elsif r.notified_at is null then
+            perform privacy.fail(pg_catalog.format('restriction %s: notify the subject (Art. 18(3)) before recording approval', p_id));
+        end if;
+        update privacy.processing_restrictions
+           set approved_at = pg_catalog.now(), approved_by = v_actor, approval_evidence = p_text, state = 'approved'
+         where id = p_id;
+    else
+        perform privacy.fail(pg_catalog.format('unknown lifecycle step %L', p_step));
+    end if;
+    perform privacy.ledger_append(
+        case p_step when 'verify' then 'restriction_verified' when 'notify' then 'subject_notified' else 'release_approved' end,
+        r.subject_type, r.subject_key, p_id,
+        pg_catalog.jsonb_build_object(case p_step when 'verify' then 'note' when 'notify' then 'via' else 'evidence' end, p_text));
+end;
+$$;
+
+-- Art. 18 lifecycle, step 1: accuracy checked, data corrected, or the controller's grounds assessed.
+create or replace function privacy.verify_restriction(p_id uuid, p_note text)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language sql
+as $$ select privacy.restriction_step(p_id, 'verify', p_note) $$;
+
+-- Step 2: the subject was informed that the restriction will be lifted (Art. 18(3)).
+create or replace function privacy.notify_subject(p_id uuid, p_via text)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language sql
+as $$ select privacy.restriction_step(p_id, 'notify', p_via) $$;
+
+-- Step 3: the subject's approval to resume processing is recorded.
+create or replace function privacy.approve_release(p_id uuid, p_evidence text)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language sql
+as $$ select privacy.restriction_step(p_id, 'approve', p_evidence) $$;
+
+-- Releases a legal hold, with the reason and the reference (case closed, counsel's
+-- instruction); other holds on the subject stay in force.
+create or replace function privacy.release_hold(p_id uuid, p_reason text, p_reference text)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions := privacy.active_entry(p_id, 'legal_hold');
+begin
     if p_reason is null or pg_catalog.btrim(p_reason) = '' then
-        perform privacy.fail(pg_catalog.format('releasing a %s needs a reason', v_label));
+        perform privacy.fail('releasing a legal hold needs a reason');
+    end if;
+    if p_reference is null or pg_catalog.btrim(p_reference) = '' then
+        perform privacy.fail('releasing a legal hold needs a reference (the order, counsel''s instruction, the closing of the case)');
     end if;
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
@@ -167,29 +296,144 @@ begin
            release_reason = p_reason, release_reference = p_reference
      where id = p_id;
     perform privacy.refresh_subject(r.subject_type, r.subject_key);
-    perform privacy.ledger_append(case p_kind when 'legal_hold' then 'hold_released' else 'restriction_released' end,
-        r.subject_type, r.subject_key, p_id,
-        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('reason', p_reason, 'reference', p_reference)));
+    perform privacy.ledger_append('hold_released', r.subject_type, r.subject_key, p_id,
+        pg_catalog.jsonb_build_object('reason', p_reason, 'reference', p_reference));
 end;
 $$;
 
--- Releases a legal hold, with the reason and the reference (case closed, counsel's instruction).
-create or replace function privacy.release_hold(p_id uuid, p_reason text, p_reference text default null)
+-- Releases a processing restriction once every step its basis requires is done;
+-- with p_force and a reason, releases it anyway and records that it was forced.
+create or replace function privacy.release_restriction(p_id uuid, p_reason text default null, p_force boolean default false)
     returns void
     volatile
     security definer
     set search_path = ''
-    language sql
-as $$ select privacy.release(p_id, 'legal_hold', p_reason, p_reference) $$;
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
+    v_missing text[] := privacy.missing_steps(r);
+begin
+    if pg_catalog.cardinality(v_missing) > 0 and not coalesce(p_force, false) then
+        perform privacy.fail(pg_catalog.format(
+            'release of restriction %s (%s) refused: missing step(s) %s; complete them, or force the release with a reason',
+            p_id, r.basis, pg_catalog.array_to_string(v_missing, ', ')));
+    end if;
+    if coalesce(p_force, false) and (p_reason is null or pg_catalog.btrim(p_reason) = '') then
+        perform privacy.fail('a forced release needs a reason');
+    end if;
+    update privacy.processing_restrictions
+       set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
+           released_role = coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user),
+           release_reason = coalesce(p_reason, 'lifecycle complete'),
+           release_forced = coalesce(p_force, false) and pg_catalog.cardinality(v_missing) > 0
+     where id = p_id;
+    perform privacy.refresh_subject(r.subject_type, r.subject_key);
+    perform privacy.ledger_append('restriction_released', r.subject_type, r.subject_key, p_id,
+        pg_catalog.jsonb_build_object('reason', coalesce(p_reason, 'lifecycle complete'),
+            'forced', coalesce(p_force, false) and pg_catalog.cardinality(v_missing) > 0,
+            'missing_steps', pg_catalog.to_jsonb(v_missing)));
+end;
+$$;
 
--- Releases a processing restriction.
-create or replace function privacy.release_restriction(p_id uuid, p_reason text)
+-- Break-glass: lets the calling steward change rows under legal hold, in this
+-- transaction only (a court-ordered correction). Every row it touches is journaled.
+create or replace function privacy.break_glass(p_reason text)
+    returns bigint
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_seq bigint;
+begin
+    if p_reason is null or pg_catalog.btrim(p_reason) = '' then
+        perform privacy.fail('break-glass needs a reason');
+    end if;
+    if not pg_catalog.pg_has_role(coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name,
+                                  privacy.steward_role(), 'MEMBER') then
+        perform privacy.fail('break-glass is for stewards only');
+    end if;
+    select b.ledger_seq into v_seq from privacy.break_glass b where b.xact = pg_catalog.pg_current_xact_id();
+    if found then
+        return v_seq;
+    end if;
+    v_seq := privacy.ledger_append('break_glass', null, null, null, pg_catalog.jsonb_build_object('reason', p_reason));
+    insert into privacy.break_glass (xact, session_role, acting_role, reason, declared_at, ledger_seq)
+    values (pg_catalog.pg_current_xact_id(), session_user,
+            coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user), p_reason, pg_catalog.now(), v_seq);
+    return v_seq;
+end;
+$$;
+
+-- The break-glass reason in force for ROLE in this transaction, if ROLE is a steward.
+create or replace function privacy.break_glass_reason(p_role name)
+    returns text
+    stable
+    security definer
+    set search_path = ''
+    language sql
+as $$
+    select b.reason from privacy.break_glass b
+     where b.xact = pg_catalog.pg_current_xact_id_if_assigned()
+       and pg_catalog.pg_has_role(p_role, privacy.steward_role(), 'MEMBER')
+$$;
+
+-- Journals a steward's change to a restricted subject's row (a correction) or a
+-- change under break-glass: row identity, changed columns before and after, the
+-- restrictions or holds in force; in privacy.corrections and the ledger.
+create or replace function privacy.journal(
+        p_kind text, p_relid oid, p_operation text, p_identity jsonb, p_old jsonb, p_new jsonb, p_subjects jsonb, p_acting name)
     returns void
     volatile
     security definer
     set search_path = ''
-    language sql
-as $$ select privacy.release(p_id, 'restriction', p_reason, null) $$;
+    language plpgsql
+as $$
+declare
+    v_old jsonb := p_old - 'privacy_mark';
+    v_new jsonb := p_new - 'privacy_mark';
+    v_before jsonb;
+    v_after jsonb;
+    v_ids uuid[];
+    v_seq bigint;
+    v_schema name;
+    v_table name;
+    v_reason text;
+begin
+    if p_operation = 'UPDATE' then
+        select pg_catalog.jsonb_object_agg(o.key, o.value), pg_catalog.jsonb_object_agg(o.key, v_new -> o.key)
+          into v_before, v_after
+          from pg_catalog.jsonb_each(v_old) o
+         where o.value is distinct from v_new -> o.key;
+        if v_before is null then
+            return;  -- nothing but the mark changed
+        end if;
+    else
+        v_before := v_old;
+    end if;
+    -- The protected table, not the partition: a replay goes through the parent.
+    select pt.table_schema, pt.table_name into v_schema, v_table from privacy.protected_table_of(p_relid) pt;
+    select pg_catalog.array_agg(r.id order by r.placed_at) into v_ids
+      from privacy.processing_restrictions r
+      join pg_catalog.jsonb_array_elements(coalesce(p_subjects, '[]')) s on r.subject_type = s->>0 and r.subject_key = s->>1
+     where r.released_at is null and r.kind = case p_kind when 'correction' then 'restriction' else 'legal_hold' end;
+    if p_kind = 'break_glass' then
+        select b.reason into v_reason from privacy.break_glass b where b.xact = pg_catalog.pg_current_xact_id_if_assigned();
+    end if;
+    v_seq := privacy.ledger_append(case p_kind when 'correction' then 'correction' else 'break_glass_change' end,
+        p_subjects->0->>0, p_subjects->0->>1, v_ids[1],
+        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+            'table', privacy.qualified(v_schema, v_table), 'operation', p_operation, 'row', p_identity,
+            'before', v_before, 'after', v_after, 'under', pg_catalog.to_jsonb(coalesce(v_ids, '{}')), 'reason', v_reason)));
+    insert into privacy.corrections (recorded_at, kind, table_schema, table_name, operation, row_identity,
+                                     before_values, after_values, subject_type, subject_key, restriction_ids,
+                                     session_role, acting_role, ledger_seq)
+    values (pg_catalog.clock_timestamp(), p_kind, v_schema, v_table, p_operation, p_identity, v_before, v_after,
+            p_subjects->0->>0, p_subjects->0->>1, coalesce(v_ids, '{}'), session_user, p_acting, v_seq);
+end;
+$$;
 
 -- Cheap predicates for the application's own jobs, e.g. a retention purge:
 --   delete from orders where created_at < now() - interval '7 years'

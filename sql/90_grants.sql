@@ -20,8 +20,10 @@ grant execute on function
     -- called by the row and TRUNCATE triggers, which run as the writing role
     privacy.refuse(text, text, smallint, jsonb), privacy.is_privileged(name, oid), privacy.acting_role(),
     privacy.check_truncate(oid), privacy.steward_role(), privacy.guard_truncate(),
+    privacy.break_glass_reason(name),
+    privacy.journal(text, oid, text, jsonb, jsonb, jsonb, jsonb, name), privacy.toolkit_version(),
     -- harmless formatting helpers the CLI's queries use
-    privacy.qualified(name, name), privacy.describe_path(privacy.protected_tables)
+    privacy.qualified(name, name), privacy.describe_path(privacy.protected_tables), privacy.required_steps(text)
 to public;
 
 -- Event trigger functions are checked at every firing, for whoever runs the DDL.
@@ -40,8 +42,14 @@ declare
 begin
     execute pg_catalog.format('grant execute on function privacy.place_hold(text, text, text, text), '
         'privacy.place_restriction(text, text, text, text), privacy.release_hold(uuid, text, text), '
-        'privacy.release_restriction(uuid, text), privacy.verify_ledger(), privacy.enforcement_status() to %I', v_steward);
+        'privacy.verify_restriction(uuid, text), privacy.notify_subject(uuid, text), privacy.approve_release(uuid, text), '
+        'privacy.release_restriction(uuid, text, boolean), privacy.break_glass(text), '
+        'privacy.add_recipient(text, text), privacy.remove_recipient(text), privacy.ack_notice(text, bigint), '
+        'privacy.pending_notices(), privacy.events_since(bigint, integer), '
+        'privacy.missing_steps(privacy.processing_restrictions), '
+        'privacy.verify_ledger(), privacy.enforcement_status() to %I', v_steward);
     execute pg_catalog.format('grant select on privacy.processing_restrictions, privacy.subject_types, '
-        'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings to %I', v_steward);
+        'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings, privacy.corrections, '
+        'privacy.recipients, privacy.recipient_notices, privacy.break_glass to %I', v_steward);
 end;
 $$;

@@ -82,15 +82,24 @@ def test_restrict_place_list_release(db: Db) -> None:
     restriction_id = json.loads(result.stdout)["id"]
     assert db.ids("customers", "app") == [1, 3, 4]
     assert json.loads(cli(db, "--json", "restrict", "list").stdout)[0]["basis"] == "accuracy"
-    assert cli(db, "restrict", "release", restriction_id, "--reason", "verified").exit_code == 0
+    refusal = cli(db, "restrict", "release", restriction_id)
+    assert refusal.exit_code == 1 and "missing step(s) verify, notify, approve" in refusal.stderr
+    assert db.ids("customers", "app") == [1, 3, 4]
+    assert cli(db, "restrict", "verify", restriction_id, "--note", "checked").exit_code == 0
+    assert cli(db, "restrict", "notify", restriction_id, "--via", "email").exit_code == 0
+    assert cli(db, "restrict", "approve", restriction_id, "--evidence", "reply").exit_code == 0
+    listed = json.loads(cli(db, "--json", "restrict", "list").stdout)
+    assert listed[0]["state"] == "approved" and listed[0]["missing_steps"] == ""
+    assert cli(db, "restrict", "release", restriction_id).exit_code == 0
     assert db.ids("customers", "app") == [1, 2, 3, 4]
+    assert cli(db, "restrict", "release", "--force", restriction_id).exit_code == 2  # --force needs --reason
 
 
 def test_status_and_tables(db: Db) -> None:
     hold(db, 3)
     data = json.loads(cli(db, "--json", "status", user="shop_owner").stdout)
     assert data["installed_version"] == data["toolkit_version"]
-    assert data["migrations"] == ["privacy-0001-initial"]
+    assert data["migrations"] == ["privacy-0001-initial", "privacy-0002-lifecycle"]
     assert data["active_holds"] == 1 and data["active_restrictions"] == 0
     assert {t["table"]: t["enforcement"] for t in data["tables"]}["public.orders"] == "installed"
     assert [s["subject_type"] for s in data["subject_types"]] == ["customer"]
@@ -159,8 +168,12 @@ BAD_INPUT = [
     (["hold", "place", "abc", "--case", "C", "--reason", "r"], "is not a valid customer key"),
     (["hold", "place", "3", "--case", " ", "--reason", "r"], "needs a case reference"),
     (["hold", "place", "3", "--case", "C", "--reason", "r", "--subject", "martian"], "unknown subject type"),
-    (["hold", "release", "00000000-0000-0000-0000-000000000000", "--reason", "r"], "unknown legal hold"),
-    (["hold", "release", "not-a-uuid", "--reason", "r"], "is not a hold or restriction id"),
+    (["hold", "release", "00000000-0000-0000-0000-000000000000", "--reason", "r", "--reference", "x"], "unknown legal hold"),
+    (["hold", "release", "not-a-uuid", "--reason", "r", "--reference", "x"], "is not a hold or restriction id"),
+    (["restrict", "verify", "00000000-0000-0000-0000-000000000000", "--note", "n"], "unknown restriction"),
+    (["restrict", "approve", "00000000-0000-0000-0000-000000000000", "--evidence", " "], "unknown restriction"),
+    (["recipient", "remove", "nobody"], "unknown recipient"),
+    (["recipient", "ack", "nobody", "1"], "no notice of event 1"),
     (["restrict", "release", "00000000-0000-0000-0000-000000000000"], "unknown restriction"),
     (["roles", "check", "nobody"], "does not exist"),
     (["roles", "steward", "nobody"], "does not exist"),

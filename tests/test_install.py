@@ -97,7 +97,7 @@ def test_yoyo_apply_and_pyctl_install_build_identical_catalogs(empty_db: Db, clu
 def test_non_superuser_owner_installs_without_superuser_features(empty_db: Db) -> None:
     _prepare_shop(empty_db)
     result = install.install(empty_db.dsn("shop_owner"))
-    assert result["migrations_applied"] == ["privacy-0001-initial"]
+    assert result["migrations_applied"] == ["privacy-0001-initial", "privacy-0002-lifecycle"]
     empty_db.owner.execute(PROTECT_SQL)
     assert empty_db.scalar("select count(*) from pg_event_trigger") == 0
     states = {r[0] for r in empty_db.su.execute("select state from privacy.enforcement_status()").fetchall()}
@@ -140,7 +140,7 @@ def test_uninstall_is_refused_while_a_hold_is_active(db: Db) -> None:
     restriction_id = restrict(db, 2)
     with pytest.raises(PyctlError, match="processing restriction"):
         install.uninstall(db.dsn("shop_owner"))
-    db.steward.execute("select privacy.release_restriction(%s, 'verified')", (restriction_id,))
+    db.steward.execute("select privacy.release_restriction(%s, 'verified', true)", (restriction_id,))
     db.close()
     snapshot = "select to_jsonb(t) - 'privacy_mark' from {} t order by 1::text"
     tables = ["customers", "orders", "order_items", "activity_log", "addresses", '"crm data"."Support; Tickets"']

@@ -19,7 +19,7 @@ def test_events_are_recorded_with_their_actor(db: Db) -> None:
     hold_id = hold(db, 3)
     restriction_id = restrict(db, 2)
     db.steward.execute("select privacy.release_hold(%s, 'closed', 'order 9')", (hold_id,))
-    db.steward.execute("select privacy.release_restriction(%s, 'verified')", (restriction_id,))
+    db.steward.execute("select privacy.release_restriction(%s, 'verified', true)", (restriction_id,))
     assert events(db)[start:] == ["hold_placed", "restriction_placed", "hold_released", "restriction_released"]
     row = db.su.execute("select session_role, acting_role, payload from privacy.ledger where event = 'hold_released'").fetchone()
     assert row is not None
@@ -38,7 +38,7 @@ def test_setup_events_are_recorded(db: Db) -> None:
 @pytest.mark.parametrize("statement", [
     "update privacy.ledger set payload = '{}'",
     "delete from privacy.ledger",
-    "truncate privacy.ledger",
+    "truncate privacy.ledger cascade",
 ])
 def test_nobody_can_rewrite_the_ledger(db: Db, statement: str) -> None:
     hold(db, 3)

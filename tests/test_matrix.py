@@ -257,7 +257,7 @@ def test_restricted_rows_invisible_when_naming_a_partition(db: Db) -> None:
 
 def test_release_of_restriction_makes_rows_visible_again(db: Db) -> None:
     restriction_id = restrict(db, 2)
-    db.steward.execute("select privacy.release_restriction(%s, 'verified')", (restriction_id,))
+    db.steward.execute("select privacy.release_restriction(%s, 'verified', true)", (restriction_id,))
     for path in PATHS:
         assert count(db, path, 2, "app") == count(db, path, 2)
     assert db.scalar("select privacy.is_restricted('customer', 2)", user="app") is False

@@ -1,0 +1,2 @@
+-- Full-table aggregate over a directly protected table.
+SELECT count(*), sum(total) FROM orders;
