@@ -818,3 +818,10 @@ def demo(keep: bool) -> None:
     from .demo import run_demo
 
     run_demo(keep=keep)
+
+
+# -- commands defined in their own modules ---------------------------------------------------
+
+from .export import export_command  # noqa: E402
+
+main.add_command(export_command)
