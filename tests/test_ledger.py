@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import psycopg
 import pytest
@@ -76,3 +77,14 @@ def test_events_are_notified_without_reasons(db: Db) -> None:
     payload = json.loads(note.payload)
     assert payload["event"] == "hold_placed" and payload["subject_key"] == "3"
     assert "reason" not in note.payload and "preserve" not in note.payload
+
+
+def test_a_refusal_leaves_a_line_in_the_server_log(db: Db) -> None:
+    hold_id = hold(db, 3)
+    with pytest.raises(psycopg.Error):
+        db.app.execute("delete from order_items where id = 300")
+    expected = f"privacy: refused DELETE on public.order_items by app (session app): subject customer/3 is under legal hold {hold_id}"
+    deadline = time.monotonic() + 5
+    while expected not in db.cluster.log_text():
+        assert time.monotonic() < deadline, "no refusal line in the server log"
+        time.sleep(0.1)
