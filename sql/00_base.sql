@@ -59,7 +59,7 @@ as $$
 $$;
 
 -- Raises the toolkit's refusal: SQLSTATE PV001, message prefix 'privacy: '.
-create or replace function privacy.refuse(p_table text, p_operation text, p_mark smallint, p_subjects jsonb)
+create or replace function privacy.refuse(p_table text, p_operation text, p_mark smallint, p_subjects jsonb, p_actor name)
     returns void
     volatile
     security definer
@@ -96,7 +96,7 @@ begin
     end if;
     -- The refused statement rolls back, so its trace goes to the server log.
     raise log 'privacy: refused % on % by % (session %): subject % %',
-        p_operation, p_table, privacy.acting_role(), session_user, v_subject, v_what;
+        p_operation, p_table, p_actor, session_user, v_subject, v_what;
     raise exception using
         errcode = 'PV001',
         message = pg_catalog.format('privacy: %s on %s refused: subject %s %s', p_operation, p_table, v_subject, v_what),

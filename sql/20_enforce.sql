@@ -182,12 +182,12 @@ begin
     if tg_op = 'DELETE' then
         if old.privacy_mark & 1 <> 0 then
             if privacy.break_glass_reason(privacy.acting_role()) is null then
-                perform privacy.refuse(v_table, 'DELETE', 1::smallint, %1$s_subjects(%2$s));
+                perform privacy.refuse(v_table, 'DELETE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
             end if;
             perform privacy.journal('break_glass', tg_relid, 'DELETE', %4$s, pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s), privacy.acting_role());
         elsif old.privacy_mark & 2 <> 0 then
             if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-                perform privacy.refuse(v_table, 'DELETE', 2::smallint, %1$s_subjects(%2$s));
+                perform privacy.refuse(v_table, 'DELETE', 2::smallint, %1$s_subjects(%2$s), privacy.acting_role());
             end if;
             perform privacy.journal('correction', tg_relid, 'DELETE', %4$s, pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s), privacy.acting_role());
         end if;
@@ -198,7 +198,7 @@ begin
         -- but the mark, and only to the value the subject's state gives.
         v_mark := %1$s_mark(%2$s);
         if v_mark = old.privacy_mark and old.privacy_mark & 1 <> 0 then
-            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s));
+            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
         end if;
         new := old;
         new.privacy_mark := v_mark;
@@ -208,19 +208,19 @@ begin
     if tg_op = 'UPDATE' then
         if old.privacy_mark & 1 <> 0 then
             if privacy.break_glass_reason(privacy.acting_role()) is null then
-                perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s));
+                perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
             end if;
             perform privacy.journal('break_glass', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
         elsif old.privacy_mark & 2 <> 0 then
             if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-                perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s));
+                perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s), privacy.acting_role());
             end if;
             perform privacy.journal('correction', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
         elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%3$s));
+            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%3$s), privacy.acting_role());
         end if;
     elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-        perform privacy.refuse(v_table, 'INSERT', 2::smallint, %1$s_subjects(%3$s));
+        perform privacy.refuse(v_table, 'INSERT', 2::smallint, %1$s_subjects(%3$s), privacy.acting_role());
     end if;
     new.privacy_mark := v_mark;
     return new;
@@ -436,12 +436,12 @@ create or replace function privacy.guard_truncate()
     language plpgsql
 as $$
 begin
-    perform privacy.check_truncate(tg_relid);
+    perform privacy.check_truncate(tg_relid, privacy.acting_role());
     return null;
 end;
 $$;
 
-create or replace function privacy.check_truncate(p_relid oid)
+create or replace function privacy.check_truncate(p_relid oid, p_actor name)
     returns void
     volatile
     security definer
@@ -462,7 +462,7 @@ begin
       into v_mark, v_subjects;
     if v_mark is not null then
         perform privacy.refuse(p_relid::regclass::text, 'TRUNCATE',
-            case when v_mark & 1 <> 0 then 1 else 2 end::smallint, v_subjects);
+            case when v_mark & 1 <> 0 then 1 else 2 end::smallint, v_subjects, p_actor);
     end if;
 end;
 $$;

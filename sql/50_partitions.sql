@@ -30,7 +30,8 @@ begin
             if v_held then
                 perform privacy.refuse(v_rel::regclass::text, 'DETACH', 1::smallint,
                     (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.subject_type, r.subject_key))
-                       from privacy.processing_restrictions r where r.kind = 'legal_hold' and r.released_at is null));
+                       from privacy.processing_restrictions r where r.kind = 'legal_hold' and r.released_at is null),
+                    coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name);
             end if;
         end if;
     end loop;

@@ -327,5 +327,5 @@ def test_restricted_role_cannot_read_or_write_the_registry(db: Db) -> None:
 def test_refusal_outside_a_trigger_reveals_no_case(db: Db) -> None:
     hold(db, 3, "SECRET-CASE")
     with pytest.raises(psycopg.Error) as info:
-        db.app.execute("""select privacy.refuse('x', 'DELETE', 1::smallint, '[["customer", "3"]]')""")
+        db.app.execute("""select privacy.refuse('x', 'DELETE', 1::smallint, '[["customer", "3"]]', 'app')""")
     assert "SECRET-CASE" not in str(info.value)
