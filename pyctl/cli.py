@@ -582,6 +582,106 @@ def history(key: str, subject_type: str | None) -> None:
     show(rows, ["seq", "recorded_at", "event", "id", "session_role", "payload"], f"no events for {key}")
 
 
+# -- discover, coverage, doctor -----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
+@click.option("--apply", "apply_plan", is_flag=True, help="Protect every table of the plan, in one transaction.")
+@click.option("--emit-migration", "emit_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Write a yoyo migration that protects the plan through the SQL API, for review.")
+@json_option
+def discover(subject_type: str | None, apply_plan: bool, emit_dir: str | None) -> None:
+    """Find every table holding a subject's data and print a protection plan.
+
+    Walks foreign keys from the subject's root table at any depth (composite keys
+    and other schemas included), adds the tables the subject's row points at, and
+    lists columns named like the key that have no foreign key (unconfirmed).
+
+    \b
+    Example:
+        pyctl discover --subject customer
+        pyctl discover --subject customer --emit-migration migrations/
+        pyctl discover --subject customer --apply
+    """
+    from .discover import apply, emit_migration, plan, show_plan
+
+    chosen = default_subject(subject_type)
+    steps = plan(settings().dsn, chosen)
+    if settings().json and not (apply_plan or emit_dir):
+        emit_json(steps)
+    else:
+        show_plan(steps)
+    if emit_dir:
+        path = emit_migration(steps, chosen, emit_dir)
+        click.echo(f"wrote {path}", err=True)
+    if apply_plan:
+        done = apply(settings().dsn, steps)
+        click.echo(f"protected {len(done)} table(s): {', '.join(done) or 'none needed'}", err=True)
+
+
+@main.command()
+@json_option
+def coverage() -> None:
+    """List tables reachable from a subject that are not protected; exit 1 if any.
+
+    \b
+    Example:
+        pyctl coverage && echo "every table is protected"
+    """
+    rows = run("select subject_type, table_name as table, kind, array_to_string(columns, ',') as columns, "
+               "parent_table, note from privacy.coverage()", write=False)
+    show(rows, ["subject_type", "table", "kind", "columns", "parent_table"], "every reachable table is protected")
+    if rows:
+        raise PyctlError(f"{len(rows)} reachable table(s) not protected: pyctl discover --apply protects them")
+
+
+@main.command()
+@click.option("--fix", "apply_fixes", is_flag=True, help="Apply the safe fixes (security_invoker on views, regenerate enforcement).")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@json_option
+def doctor(apply_fixes: bool, strict: bool) -> None:
+    """Find every way restricted roles can still reach protected rows; exit 1 on errors.
+
+    Errors weaken enforcement (missing or altered triggers and policies, definer
+    views, materialized views, rules, publications, ...); warnings name roles and
+    channels that see everything, which applications must never use.
+
+    \b
+    Example:
+        pyctl doctor
+        pyctl doctor --fix
+    """
+    query = "select severity, category, object, finding, fix, fix_sql from privacy.doctor()"
+    rows = run(query, write=False)
+    if apply_fixes:
+        fixes = list(dict.fromkeys(r["fix_sql"] for r in rows if r["fix_sql"]))
+        if fixes:
+            conn = connect(settings().dsn)
+            try:
+                require_primary(conn)
+                with conn.transaction():
+                    for statement in fixes:
+                        conn.execute(statement.encode())
+            except psycopg.Error as exc:
+                raise PyctlError(f"fix failed: {describe(exc)}") from None
+            finally:
+                conn.close()
+            click.echo(f"applied {len(fixes)} fix(es)", err=True)
+            rows = run(query, write=False)
+    if settings().json:
+        emit_json(rows)
+    elif not rows:
+        click.echo("no findings")
+    else:
+        for r in rows:
+            click.echo(f"{r['severity'].upper()} [{r['category']}] {r['finding']}\n    fix: {r['fix']}")
+    errors = sum(1 for r in rows if r["severity"] == "error")
+    warnings = len(rows) - errors
+    if errors or (strict and warnings):
+        raise PyctlError(f"{errors} error(s), {warnings} warning(s)")
+
+
 # -- recipients and watch (GDPR Art. 19) ----------------------------------------------------
 
 

@@ -34,6 +34,23 @@ as $$
       from pg_catalog.unnest(p_columns) with ordinality u(c, i)
 $$;
 
+-- md5 of a generated trigger, policy or function as it stands in the catalog.
+create or replace function privacy.object_hash(p_kind text, p_oid oid)
+    returns text
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.md5(case p_kind
+        when 'trigger' then (select pg_catalog.pg_get_triggerdef(t.oid) from pg_catalog.pg_trigger t where t.oid = p_oid)
+        when 'policy' then (select pg_catalog.concat_ws('|', pol.polcmd, pol.polpermissive, pol.polroles::text,
+                                   pg_catalog.pg_get_expr(pol.polqual, pol.polrelid), pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid))
+                              from pg_catalog.pg_policy pol where pol.oid = p_oid)
+        when 'function' then (select pg_catalog.concat_ws('|', pr.prosrc, pr.prosecdef, pr.proconfig::text, pr.proowner)
+                                from pg_catalog.pg_proc pr where pr.oid = p_oid)
+    end)
+$$;
+
 -- The same for two parallel column lists: "c.{a} = new.{b}".
 create or replace function privacy.join_pairs(p_template text, p_a name[], p_b name[], p_sep text)
     returns text
@@ -351,19 +368,23 @@ $body$$f$, v_fn, v_prop);
     foreach v_stmt in array v_ddl loop
         execute v_stmt;
     end loop;
-    -- Mark what was generated, so drift is detectable.
+    -- Mark what was generated, so drift is detectable: the generation's tag, then a
+    -- hash of the object as it stands (an ALTER POLICY or CREATE OR REPLACE changes it).
     for v_stmt in
-        select pg_catalog.format('comment on trigger %I on %s is %L', t.tgname, t.tgrelid::regclass, v_tag)
+        select pg_catalog.format('comment on trigger %I on %s is %L', t.tgname, t.tgrelid::regclass,
+                                 v_tag || ' ' || privacy.object_hash('trigger', t.oid))
           from pg_catalog.pg_trigger t
          where t.tgparentid = 0 and t.tgname ~ '^(zz_)?privacy_'
            and t.tgrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
         union all
-        select pg_catalog.format('comment on policy %I on %s is %L', pol.polname, pol.polrelid::regclass, v_tag)
+        select pg_catalog.format('comment on policy %I on %s is %L', pol.polname, pol.polrelid::regclass,
+                                 v_tag || ' ' || privacy.object_hash('policy', pol.oid))
           from pg_catalog.pg_policy pol
          where pol.polname ~ '^privacy_'
            and pol.polrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
         union all
-        select pg_catalog.format('comment on function %s is %L', pr.oid::regprocedure, v_tag)
+        select pg_catalog.format('comment on function %s is %L', pr.oid::regprocedure,
+                                 v_tag || ' ' || privacy.object_hash('function', pr.oid))
           from pg_catalog.pg_proc pr
          where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ ('^pt_' || p.id || '_')
     loop

@@ -47,6 +47,7 @@ begin
         'privacy.add_recipient(text, text), privacy.remove_recipient(text), privacy.ack_notice(text, bigint), '
         'privacy.pending_notices(), privacy.events_since(bigint, integer), '
         'privacy.missing_steps(privacy.processing_restrictions), '
+        'privacy.discover(text), privacy.coverage(), privacy.doctor(), '
         'privacy.verify_ledger(), privacy.enforcement_status() to %I', v_steward);
     execute pg_catalog.format('grant select on privacy.processing_restrictions, privacy.subject_types, '
         'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings, privacy.corrections, '

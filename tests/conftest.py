@@ -41,6 +41,9 @@ create role shop_owner login createrole;
 create role app login;
 create role steward_user login;
 create role outsider login;
+create role app2 login;
+create role weak login;
+create role sneaky login;
 """
 
 _counter = itertools.count()
@@ -167,7 +170,7 @@ def sudb(cluster: Cluster, templates: dict[str, str]) -> Iterator[Db]:
 
 
 @pytest.fixture
-def empty_db(cluster: Cluster) -> Iterator[Db]:
+def empty_db(cluster: Cluster, templates: dict[str, str]) -> Iterator[Db]:
     """An empty database owned by shop_owner, without the toolkit."""
     name = f"e{next(_counter)}"
     janitor = _janitor(cluster, name)

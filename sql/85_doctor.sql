@@ -1,0 +1,269 @@
+-- sql/85_doctor.sql: every way restricted roles can still reach protected rows, and
+-- every way enforcement has been weakened, each with its fix.
+
+-- PostgreSQL minor releases that fixed row-level security flaws: a server older than
+-- the fix in its major version is exposed.
+create or replace function privacy.rls_cves()
+    returns table (major integer, fixed_in integer, cve text, summary text)
+    immutable
+    set search_path = ''
+    language sql
+as $$
+    values (15, 3, 'CVE-2023-2455', 'row security policies disregard user ID changes after inlining'),
+           (15, 4, 'CVE-2023-39418', 'MERGE fails to enforce UPDATE or SELECT row security policies'),
+           (15, 10, 'CVE-2024-10976', 'row security below subqueries disregards user ID changes'),
+           (14, 8, 'CVE-2023-2455', 'row security policies disregard user ID changes after inlining'),
+           (14, 15, 'CVE-2024-10976', 'row security below subqueries disregards user ID changes'),
+           (13, 11, 'CVE-2023-2455', 'row security policies disregard user ID changes after inlining'),
+           (13, 18, 'CVE-2024-10976', 'row security below subqueries disregards user ID changes'),
+           (16, 6, 'CVE-2024-10976', 'row security below subqueries disregards user ID changes'),
+           (17, 2, 'CVE-2024-10976', 'row security below subqueries disregards user ID changes')
+$$;
+
+-- True when ROLE sees every row of protected tables anyway (and so is no restricted role).
+create or replace function privacy.sees_everything(p_role oid)
+    returns boolean
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select r.rolsuper or r.rolbypassrls or pg_catalog.pg_has_role(r.oid, privacy.steward_role(), 'MEMBER')
+      from pg_catalog.pg_roles r where r.oid = p_role
+$$;
+
+-- The findings: severity 'error' (enforcement is weakened or bypassed) or 'warning'
+-- (roles and channels that see everything: fine for people and tools that must,
+-- never for an application). fix_sql is set where the fix is safe to apply as is.
+create or replace function privacy.doctor()
+    returns table (severity text, category text, object text, finding text, fix text, fix_sql text)
+    stable
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_protected oid[];
+    v_version integer := pg_catalog.current_setting('server_version_num')::integer;
+    r record;
+begin
+    select coalesce(pg_catalog.array_agg(x.oid), '{}') into v_protected from (
+        select pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))::oid as oid from privacy.protected_tables p
+        union
+        select d.relid from privacy.protected_tables p
+         cross join lateral privacy.descendants(pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))) d
+    ) x where x.oid is not null;
+
+    -- Generated enforcement that is missing, disabled, outdated or altered.
+    for r in select * from privacy.enforcement_status() s where s.state <> 'installed' loop
+        severity := 'error'; category := 'enforcement ' || r.state; object := r.relation;
+        finding := pg_catalog.format('enforcement on %s is %s (%s)', r.relation, r.state, r.detail);
+        fix := 'regenerate it: pyctl install (or select privacy.refresh_enforcement())';
+        fix_sql := 'select privacy.refresh_enforcement()';
+        return next;
+    end loop;
+
+    -- Login roles that see every row.
+    for r in select * from pg_catalog.pg_roles x
+              where x.rolcanlogin and x.oid <> 10 and (x.rolsuper or x.rolbypassrls or x.rolreplication) order by x.rolname loop
+        severity := 'warning'; category := 'privileged login'; object := r.rolname;
+        finding := pg_catalog.format('login role %s is %s: it sees restricted rows%s', r.rolname,
+            pg_catalog.array_to_string(pg_catalog.array_remove(array[case when r.rolsuper then 'a superuser' end,
+                case when r.rolbypassrls then 'BYPASSRLS' end, case when r.rolreplication then 'REPLICATION' end], null), ', '),
+            case when r.rolsuper then ' and can disable triggers' else '' end);
+        fix := pg_catalog.format('never let an application connect as %s; ALTER ROLE %I NOSUPERUSER NOBYPASSRLS NOREPLICATION where it need not be', r.rolname, r.rolname);
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Login roles that own a protected table or belong to an owner, or are stewards.
+    for r in
+        select x.rolname, pg_catalog.string_agg(distinct c.oid::regclass::text, ', ') as tables
+          from pg_catalog.pg_roles x
+          join pg_catalog.pg_class c on c.oid = any (v_protected) and pg_catalog.pg_has_role(x.oid, c.relowner, 'USAGE')
+         where x.rolcanlogin and not x.rolsuper
+         group by x.rolname order by x.rolname
+    loop
+        severity := 'warning'; category := 'owner login'; object := r.rolname;
+        finding := pg_catalog.format('login role %s owns (or acts as the owner of) %s and so bypasses row-level security', r.rolname, r.tables);
+        fix := pg_catalog.format('keep %s for migrations and backups; connect applications as a role made by pyctl roles create-app', r.rolname);
+        fix_sql := null;
+        return next;
+    end loop;
+    for r in select x.rolname from pg_catalog.pg_roles x
+              where x.rolcanlogin and not x.rolsuper and pg_catalog.pg_has_role(x.oid, privacy.steward_role(), 'MEMBER') order by 1 loop
+        severity := 'warning'; category := 'steward login'; object := r.rolname;
+        finding := pg_catalog.format('login role %s is a steward: it sees and may correct restricted rows', r.rolname);
+        fix := pg_catalog.format('only people and tools of the privacy team should be stewards: REVOKE %I FROM %I otherwise', privacy.steward_role(), r.rolname);
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Views over protected tables that run with their owner's rights.
+    for r in
+        with recursive deps(view_oid, base) as (
+            select v.oid, d.refobjid
+              from pg_catalog.pg_class v
+              join pg_catalog.pg_rewrite w on w.ev_class = v.oid
+              join pg_catalog.pg_depend d on d.classid = 'pg_catalog.pg_rewrite'::regclass and d.objid = w.oid
+                                         and d.refclassid = 'pg_catalog.pg_class'::regclass
+             where v.relkind in ('v', 'm') and d.refobjid = any (v_protected) and d.refobjid <> v.oid
+            union
+            select v.oid, deps.base
+              from deps
+              join pg_catalog.pg_depend d on d.refobjid = deps.view_oid and d.classid = 'pg_catalog.pg_rewrite'::regclass
+              join pg_catalog.pg_rewrite w on w.oid = d.objid
+              join pg_catalog.pg_class v on v.oid = w.ev_class
+             where v.relkind in ('v', 'm') and v.oid <> deps.view_oid
+        )
+        select v.oid, v.relkind, v.oid::regclass::text as name,
+               pg_catalog.string_agg(distinct deps.base::regclass::text, ', ') as bases,
+               coalesce((select o.option_value from pg_catalog.pg_options_to_table(v.reloptions) o
+                          where o.option_name = 'security_invoker'), 'false') in ('true', 'on', '1', 'yes') as invoker,
+               (select pg_catalog.string_agg(g.rolname, ', ' order by g.rolname) from pg_catalog.pg_roles g
+                 where not privacy.sees_everything(g.oid) and pg_catalog.has_table_privilege(g.oid, v.oid, 'SELECT')
+                   and not pg_catalog.pg_has_role(g.oid, v.relowner, 'USAGE')) as readers
+          from deps join pg_catalog.pg_class v on v.oid = deps.view_oid
+         group by v.oid
+         order by 3
+    loop
+        if r.relkind = 'm' then
+            severity := 'error'; category := 'materialized view'; object := r.name;
+            finding := pg_catalog.format('materialized view %s copies rows of %s, restricted ones included, outside enforcement', r.name, r.bases);
+            fix := pg_catalog.format('drop it, or REVOKE SELECT ON %s from every restricted role and refresh it only while no restriction is active', r.name);
+            fix_sql := null;
+            return next;
+        elsif not r.invoker and r.readers is not null then
+            severity := 'error'; category := 'definer view'; object := r.name;
+            finding := pg_catalog.format('view %s reads %s with its owner''s rights, so %s see restricted rows through it', r.name, r.bases, r.readers);
+            fix := pg_catalog.format('ALTER VIEW %s SET (security_invoker = on)', r.name);
+            fix_sql := fix;
+            return next;
+        end if;
+    end loop;
+
+    -- SECURITY DEFINER functions whose owner bypasses row-level security and whose body names a protected table.
+    for r in
+        select pr.oid::regprocedure::text as name, pg_catalog.string_agg(distinct c.oid::regclass::text, ', ') as tables
+          from pg_catalog.pg_proc pr
+          join pg_catalog.pg_class c on c.oid = any (v_protected)
+         where pr.prosecdef and pr.pronamespace <> 'privacy'::regnamespace and pr.pronamespace <> 'pg_catalog'::regnamespace
+           and (privacy.sees_everything(pr.proowner) or pg_catalog.pg_has_role(pr.proowner, c.relowner, 'USAGE'))
+           and pr.prosrc ~* ('\m' || pg_catalog.regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')
+           and exists (select 1 from pg_catalog.pg_roles g where not privacy.sees_everything(g.oid)
+                        and pg_catalog.has_function_privilege(g.oid, pr.oid, 'EXECUTE')
+                        and not pg_catalog.pg_has_role(g.oid, pr.proowner, 'USAGE'))
+         group by pr.oid order by 1
+    loop
+        severity := 'error'; category := 'definer function'; object := r.name;
+        finding := pg_catalog.format('SECURITY DEFINER function %s reads %s with its owner''s rights and restricted roles may call it', r.name, r.tables);
+        fix := pg_catalog.format('make it SECURITY INVOKER (ALTER FUNCTION %s SECURITY INVOKER) or REVOKE EXECUTE from restricted roles', r.name);
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Rules on any table whose actions read or write a protected table.
+    for r in
+        select w.rulename, w.ev_class::regclass::text as on_table, pg_catalog.string_agg(distinct d.refobjid::regclass::text, ', ') as tables
+          from pg_catalog.pg_rewrite w
+          join pg_catalog.pg_depend d on d.classid = 'pg_catalog.pg_rewrite'::regclass and d.objid = w.oid
+                                     and d.refclassid = 'pg_catalog.pg_class'::regclass and d.refobjid = any (v_protected)
+         where w.rulename <> '_RETURN'
+         group by w.oid, w.rulename, w.ev_class order by 2, 1
+    loop
+        severity := 'error'; category := 'rule'; object := r.on_table || '.' || r.rulename;
+        finding := pg_catalog.format('rule %s on %s touches %s; rules run with the table owner''s rights', r.rulename, r.on_table, r.tables);
+        fix := pg_catalog.format('replace it with a trigger, or DROP RULE %I ON %s', r.rulename, r.on_table);
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Publications carry rows to subscribers that do not obey row-level security.
+    for r in select pt.pubname, pg_catalog.string_agg(privacy.qualified(pt.schemaname, pt.tablename), ', ' order by pt.tablename) as tables
+               from pg_catalog.pg_publication_tables pt
+              where pg_catalog.to_regclass(privacy.qualified(pt.schemaname, pt.tablename)) = any (v_protected)
+              group by pt.pubname order by 1 loop
+        severity := 'error'; category := 'publication'; object := r.pubname;
+        finding := pg_catalog.format('publication %s carries %s, restricted and held rows included, to subscribers that do not enforce them', r.pubname, r.tables);
+        fix := pg_catalog.format('ALTER PUBLICATION %I DROP TABLE ..., or install pyctl on the subscriber and register it: pyctl fleet add', r.pubname);
+        fix_sql := null;
+        return next;
+    end loop;
+    for r in select s.slot_name, s.plugin, s.database from pg_catalog.pg_replication_slots s
+              where s.slot_type = 'logical' and s.database = pg_catalog.current_database() order by 1 loop
+        severity := 'warning'; category := 'replication slot'; object := r.slot_name;
+        finding := pg_catalog.format('logical replication slot %s (%s) can stream every row of protected tables', r.slot_name, r.plugin);
+        fix := pg_catalog.format('drop it when unused: select pg_drop_replication_slot(%L)', r.slot_name);
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Foreign tables: data outside this database's enforcement.
+    for r in select c.oid::regclass::text as name from pg_catalog.pg_class c where c.relkind = 'f' order by 1 loop
+        severity := 'warning'; category := 'foreign table'; object := r.name;
+        finding := pg_catalog.format('foreign table %s reads data that this database cannot hold or restrict', r.name);
+        fix := 'install pyctl where that data lives, and protect it there';
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- The toolkit's permissive policy widening a permissive policy added since.
+    for r in select pol.polrelid::regclass::text as name, pg_catalog.string_agg(o.polname, ', ') as own
+               from pg_catalog.pg_policy pol
+               join pg_catalog.pg_policy o on o.polrelid = pol.polrelid and o.polpermissive and o.polname !~ '^privacy_'
+              where pol.polname = 'privacy_permit_all' and pol.polrelid = any (v_protected)
+              group by pol.polrelid order by 1 loop
+        severity := 'error'; category := 'widening policy'; object := r.name;
+        finding := pg_catalog.format('privacy_permit_all on %s (true) is OR-ed with the table''s own permissive policies %s and so disables them', r.name, r.own);
+        fix := 'regenerate enforcement: it adds privacy_permit_all only where the table has no permissive policy of its own';
+        fix_sql := 'select privacy.refresh_enforcement()';
+        return next;
+    end loop;
+    -- A permissive policy of the table's own that lets restricted roles see everything is fine:
+    -- the toolkit's policy is restrictive and is AND-ed with it.
+
+    -- Who may set session_replication_role (which turns triggers off) without being a superuser.
+    for r in select a.grantee, a.privilege_type from pg_catalog.pg_parameter_acl p
+               cross join lateral pg_catalog.aclexplode(p.paracl) e
+               cross join lateral (select case when e.grantee = 0 then 'public' else pg_catalog.pg_get_userbyid(e.grantee)::text end as grantee,
+                                          e.privilege_type) a
+              where p.parname = 'session_replication_role' order by 1 loop
+        severity := 'error'; category := 'parameter grant'; object := r.grantee;
+        finding := pg_catalog.format('%s may SET session_replication_role, which switches the toolkit''s triggers off', r.grantee);
+        fix := pg_catalog.format('REVOKE %s ON PARAMETER session_replication_role FROM %s', r.privilege_type,
+                                 case when r.grantee = 'public' then 'PUBLIC' else pg_catalog.quote_ident(r.grantee) end);
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Known row-level security flaws fixed in a later minor release.
+    for r in select * from privacy.rls_cves() c where c.major = v_version / 10000 and v_version % 10000 < c.fixed_in loop
+        severity := 'error'; category := 'server version'; object := pg_catalog.current_setting('server_version');
+        finding := pg_catalog.format('PostgreSQL %s is affected by %s (%s)', object, r.cve, r.summary);
+        fix := pg_catalog.format('upgrade to %s.%s or later', r.major, r.fixed_in);
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Path columns without an index: placement reads the whole table.
+    for r in
+        select p.*, pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)) as rel
+          from privacy.protected_tables p order by p.id
+    loop
+        if r.rel is not null and not exists (
+            select 1 from pg_catalog.pg_index x
+             where x.indrelid = r.rel
+               and (select pg_catalog.array_agg(a.attname order by k.i)
+                      from pg_catalog.unnest(x.indkey) with ordinality k(n, i)
+                      join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.n
+                     where k.i <= pg_catalog.cardinality(r.columns)) = r.columns) then
+            severity := 'warning'; category := 'unindexed path'; object := r.rel::text;
+            finding := pg_catalog.format('no index on %s(%s): placing or releasing a hold reads the whole table',
+                r.rel, pg_catalog.array_to_string(r.columns, ', '));
+            fix := pg_catalog.format('CREATE INDEX CONCURRENTLY ON %s (%s)', r.rel,
+                (select pg_catalog.string_agg(pg_catalog.quote_ident(c), ', ') from pg_catalog.unnest(r.columns) c));
+            fix_sql := null;
+            return next;
+        end if;
+    end loop;
+end;
+$$;
