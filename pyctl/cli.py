@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import secrets
 import sys
 from collections.abc import Callable
@@ -422,6 +423,44 @@ def hold_list(show_all: bool) -> None:
     show(run(query, ("legal_hold",), write=False),
          ["id", "subject", "case", "reason", "state", "placed_by", "placed_at"]
          + (["released_at", "release_reason"] if show_all else []))
+
+
+@hold.command("verify")
+@click.argument("hold_id", metavar="ID", required=False)
+@click.option("--all", "all_holds", is_flag=True, help="Verify every active legal hold.")
+@json_option
+def hold_verify(hold_id: str | None, all_holds: bool) -> None:
+    """Prove that held data is what it was when the hold began; exit 1 on any violation.
+
+    Per protected table: unchanged, rows added since (allowed under a hold), or a
+    violation (rows changed or missing, named by primary key). Read-only: runs on
+    followers, forks and restored backups too.
+
+    \b
+    Example:
+        pyctl hold verify 7c1e...
+        pyctl --dsn "$FOLLOWER_URL" hold verify --all
+    """
+    if bool(hold_id) == all_holds:
+        raise click.UsageError("give a hold ID or --all")
+    ids = [_uuid(hold_id)] if hold_id else [str(r["id"]) for r in run(
+        "select id from privacy.processing_restrictions where kind = 'legal_hold' and released_at is null order by placed_at",
+        write=False)]
+    results = []
+    for one in ids:
+        for row in run("select table_name as table, status, rows_at_hold, rows_now, added, changed, missing "
+                       "from privacy.verify_hold(%s::uuid)", (one,), write=False):
+            results.append({"hold": one, **row})
+    if settings().json:
+        emit_json(results)
+    else:
+        table([{**r, "changed": ", ".join(json.dumps(x) for x in r["changed"]),
+                "missing": ", ".join(json.dumps(x) for x in r["missing"])} for r in results],
+              ["hold", "table", "status", "rows_at_hold", "rows_now", "added", "changed", "missing"], "no active legal holds")
+    violations = [r for r in results if r["status"] == "violation"]
+    if violations:
+        raise PyctlError(f"{len(violations)} table(s) changed since the hold began: "
+                         + ", ".join(f"{r['table']} (hold {r['hold']})" for r in violations))
 
 
 @main.group()

@@ -152,3 +152,21 @@ def start_cluster(settings: dict[str, str] | None = None) -> Cluster:
             raise ClusterError(f"server failed to start:\n{log[-2000:]}") from None
         raise
     return cluster
+
+
+def copy_of(primary: Cluster, *, follower: bool = True) -> Cluster:
+    """A base backup of PRIMARY (pg_basebackup), started as a streaming follower
+    (follower=True, with -R) or as an independent primary: a fork."""
+    copy = Cluster(primary.bindir, settings=dict(primary.settings))
+    try:
+        args = [copy.bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", primary.superuser,
+                "-D", str(copy.datadir), "-X", "stream", "--no-sync", "-c", "fast"]
+        copy.run([*args, "-R"] if follower else args)
+        with open(copy.datadir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            conf.write(f"unix_socket_directories = '{copy.base}'\n")
+        copy.start()
+        copy.wait_ready()
+    except BaseException:
+        copy.destroy()
+        raise
+    return copy

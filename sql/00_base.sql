@@ -237,6 +237,10 @@ begin
          where e.expected
            and not exists (select 1 from privacy.ledger l where l.restriction_id = r.id and l.event = e.event)
         union all
+        select null::bigint, pg_catalog.format('legal hold %s has no hold_digested event', h.hold_id)
+          from (select distinct d.hold_id from privacy.hold_digests d) h
+         where not exists (select 1 from privacy.ledger l where l.restriction_id = h.hold_id and l.event = 'hold_digested')
+        union all
         select c.ledger_seq, pg_catalog.format('correction %s has no ledger entry', c.id)
           from privacy.corrections c
          where not exists (select 1 from privacy.ledger l where l.seq = c.ledger_seq)

@@ -297,7 +297,11 @@ $body$$f$, v_fn, v_prop);
     --    BEFORE triggers and they judge the row as it will be written.
     v_policy_check := pg_catalog.format('privacy_mark < 2 or (select pg_catalog.pg_has_role(%s, ''MEMBER''))', v_steward);
     for v_target, v_is_partition in
-        select p_table::oid, false union all select x.relid, x.is_partition from privacy.descendants(p_table) x
+        select y.relid, y.is_partition from (
+            select p_table::oid as relid, false as is_partition, 0 as depth
+            union all
+            select x.relid, x.is_partition, 1 from privacy.descendants(p_table) x) y
+         order by y.depth, y.relid::regclass::text  -- a stable order: the hash of the DDL must not vary
     loop
         if v_target = p_table::oid or not v_is_partition then
             v_ddl := v_ddl || pg_catalog.format(

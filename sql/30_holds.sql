@@ -105,6 +105,8 @@ begin
     perform privacy.refresh_subject(p_subject_type, v_key);
     perform privacy.ledger_append('hold_placed', p_subject_type, v_key, v_id,
         pg_catalog.jsonb_build_object('case', p_case, 'reason', p_reason));
+    -- The preservation proof: what the data is as the hold begins (sql/75_digests.sql).
+    perform privacy.digest_hold(v_id);
     return v_id;
 end;
 $$;

@@ -47,10 +47,11 @@ begin
         'privacy.add_recipient(text, text), privacy.remove_recipient(text), privacy.ack_notice(text, bigint), '
         'privacy.pending_notices(), privacy.events_since(bigint, integer), '
         'privacy.missing_steps(privacy.processing_restrictions), '
-        'privacy.discover(text), privacy.coverage(), privacy.doctor(), '
+        'privacy.discover(text), privacy.coverage(), privacy.doctor(), privacy.verify_hold(uuid), '
         'privacy.verify_ledger(), privacy.enforcement_status() to %I', v_steward);
     execute pg_catalog.format('grant select on privacy.processing_restrictions, privacy.subject_types, '
         'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings, privacy.corrections, '
-        'privacy.recipients, privacy.recipient_notices, privacy.break_glass to %I', v_steward);
+        'privacy.recipients, privacy.recipient_notices, privacy.break_glass, privacy.hold_digests, '
+        'privacy.hold_digest_rows to %I', v_steward);
 end;
 $$;

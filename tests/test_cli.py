@@ -99,7 +99,7 @@ def test_status_and_tables(db: Db) -> None:
     hold(db, 3)
     data = json.loads(cli(db, "--json", "status", user="shop_owner").stdout)
     assert data["installed_version"] == data["toolkit_version"]
-    assert data["migrations"] == ["privacy-0001-initial", "privacy-0002-lifecycle"]
+    assert data["migrations"] == ["privacy-0001-initial", "privacy-0002-lifecycle", "privacy-0003-hold-digests"]
     assert data["active_holds"] == 1 and data["active_restrictions"] == 0
     assert {t["table"]: t["enforcement"] for t in data["tables"]}["public.orders"] == "installed"
     assert [s["subject_type"] for s in data["subject_types"]] == ["customer"]
@@ -252,7 +252,7 @@ def test_connection_from_database_url_and_pg_variables(db: Db) -> None:
 def test_history_and_ledger_verify(db: Db) -> None:
     hold_id = hold(db, 3)
     events = json.loads(cli(db, "--json", "history", "3").stdout)
-    assert [e["event"] for e in events] == ["hold_placed"]
+    assert [e["event"] for e in events] == ["hold_placed", "hold_digested"]
     assert events[0]["id"] == hold_id
     result = cli(db, "ledger", "verify")
     assert result.exit_code == 0 and "ledger verifies" in result.stdout

@@ -21,7 +21,7 @@ def test_events_are_recorded_with_their_actor(db: Db) -> None:
     restriction_id = restrict(db, 2)
     db.steward.execute("select privacy.release_hold(%s, 'closed', 'order 9')", (hold_id,))
     db.steward.execute("select privacy.release_restriction(%s, 'verified', true)", (restriction_id,))
-    assert events(db)[start:] == ["hold_placed", "restriction_placed", "hold_released", "restriction_released"]
+    assert events(db)[start:] == ["hold_placed", "hold_digested", "restriction_placed", "hold_released", "restriction_released"]
     row = db.su.execute("select session_role, acting_role, payload from privacy.ledger where event = 'hold_released'").fetchone()
     assert row is not None
     assert row[0] == "steward_user" and row[1] == "steward_user"

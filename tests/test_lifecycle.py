@@ -198,29 +198,31 @@ def _watch(db: Db, *args: str) -> subprocess.Popen[str]:
 
 def test_watch_prints_events_in_order_and_resumes_after_a_disconnect(db: Db) -> None:
     start = int(db.scalar("select max(seq) from privacy.ledger"))
-    proc = _watch(db, "--since", str(start), "--limit", "4", "--idle-timeout", "30")
-    try:
-        hold(db, 3)
-        assert proc.stdout is not None
-        first = json.loads(proc.stdout.readline())
-        assert first["seq"] == start + 1 and first["event"] == "hold_placed" and first["subject_key"] == "3"
-        assert "reason" not in first and "payload" not in first
-        # drop the watcher's connection; events placed meanwhile must still arrive, once each, in order
-        deadline = time.monotonic() + 10
-        while not db.su.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'watcher'").fetchall():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        restrict(db, 2)
-        rid = restrict(db, 4, "objection")
-        db.steward.execute("select privacy.verify_restriction(%s, 'checked')", (rid,))
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    lines = [first] + [json.loads(line) for line in out.splitlines()]
-    assert [e["seq"] for e in lines] == [start + 1, start + 2, start + 3, start + 4]
-    assert [e["event"] for e in lines] == ["hold_placed", "restriction_placed", "restriction_placed", "restriction_verified"]
+    with _watch(db, "--since", str(start), "--limit", "5", "--idle-timeout", "30") as proc:
+        try:
+            hold(db, 3)
+            assert proc.stdout is not None and proc.stderr is not None
+            lines = [json.loads(proc.stdout.readline()) for _ in range(2)]  # the hold and its digest
+            first = lines[0]
+            assert first["seq"] == start + 1 and first["event"] == "hold_placed" and first["subject_key"] == "3"
+            assert "reason" not in first and "payload" not in first
+            # drop the watcher's connection; events placed meanwhile must still arrive, once each, in order
+            deadline = time.monotonic() + 10
+            while not db.su.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'watcher'").fetchall():
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            restrict(db, 2)
+            rid = restrict(db, 4, "objection")
+            db.steward.execute("select privacy.verify_restriction(%s, 'checked')", (rid,))
+            lines += [json.loads(proc.stdout.readline()) for _ in range(3)]
+            assert proc.wait(timeout=60) == 0
+            assert proc.stdout.read() == ""
+            err = proc.stderr.read()
+        finally:
+            proc.kill()
+    assert [e["seq"] for e in lines] == [start + 1, start + 2, start + 3, start + 4, start + 5]
+    assert [e["event"] for e in lines] == ["hold_placed", "hold_digested", "restriction_placed", "restriction_placed", "restriction_verified"]
     assert "connection lost" in err
-    assert proc.returncode == 0
 
 
 def test_watch_since_replays_history(db: Db) -> None:
@@ -265,4 +267,4 @@ def test_deleting_the_ledger_tail_is_detected(db: Db) -> None:
     db.su.execute("alter table privacy.ledger disable trigger privacy_append_only")
     db.su.execute("delete from privacy.ledger where seq = (select max(seq) from privacy.ledger)")
     problems = db.su.execute("select problem from privacy.verify_ledger()").fetchall()
-    assert problems == [(f"legal hold {hold_id} has no hold_placed event",)]
+    assert problems == [(f"legal hold {hold_id} has no hold_digested event",)]

@@ -1,0 +1,139 @@
+-- sql/75_digests.sql: prove that held data is what it was when the hold began.
+--
+-- A row's canonical form is its JSON (to_jsonb, privacy_mark removed), with the
+-- settings that shape that text pinned, so it is the same after pg_dump/pg_restore,
+-- on a follower and across minor versions, whatever the physical row order: JSON
+-- keys are sorted, a type change that keeps values (varchar -> text) keeps the text.
+-- A table's digest is the sha256 of its rows' sha256s, sorted.
+
+-- The subject's rows of protected table P_TABLE_ID as (identity, sha256 of the canonical row).
+create or replace function privacy.subject_row_hashes(p_table_id integer, p_subject_type text, p_key text)
+    returns table (row_identity jsonb, row_hash text)
+    stable
+    security definer
+    set search_path = ''
+    set timezone = 'UTC'
+    set extra_float_digits = 1
+    set intervalstyle = 'postgres'
+    set bytea_output = 'hex'
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    v_identity text;
+begin
+    select * into p from privacy.protected_tables x where x.id = p_table_id;
+    select coalesce('pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(
+               pg_catalog.format('%L, r.%I', a.attname, a.attname), ', ' order by k.i) || ')', 'pg_catalog.to_jsonb(r)')
+      into v_identity
+      from pg_catalog.pg_index x
+      cross join lateral pg_catalog.unnest(x.indkey) with ordinality k(attnum, i)
+      join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+     where x.indrelid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)) and x.indisprimary;
+    return query execute pg_catalog.format(
+        'select %s, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.to_jsonb(r)::text, ''UTF8'')), ''hex'') from (%s) r',
+        v_identity, privacy.subject_rows_sql(p_table_id, p_subject_type, p_key));
+end;
+$$;
+
+-- Records the digests of a hold's subject in every protected table, in the
+-- placement's own transaction (the rows are already marked, so nobody changes them
+-- meanwhile; reading takes no lock beyond ACCESS SHARE), and puts them in the ledger.
+create or replace function privacy.digest_hold(p_hold_id uuid)
+    returns jsonb
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions;
+    p privacy.protected_tables;
+    v_count bigint;
+    v_digest text;
+    v_tables jsonb := '[]';
+begin
+    select * into r from privacy.processing_restrictions x where x.id = p_hold_id and x.kind = 'legal_hold';
+    for p in select * from privacy.protected_tables x where x.subject_type = r.subject_type order by x.id loop
+        insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at)
+        values (p_hold_id, p.table_schema, p.table_name, 0, '', pg_catalog.clock_timestamp());
+        insert into privacy.hold_digest_rows (hold_id, table_schema, table_name, row_identity, row_hash)
+        select p_hold_id, p.table_schema, p.table_name, h.row_identity, h.row_hash
+          from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key) h;
+        select pg_catalog.count(*), pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                   coalesce(pg_catalog.string_agg(d.row_hash, '' order by d.row_hash), ''), 'UTF8')), 'hex')
+          into v_count, v_digest
+          from privacy.hold_digest_rows d
+         where d.hold_id = p_hold_id and (d.table_schema, d.table_name) = (p.table_schema, p.table_name);
+        update privacy.hold_digests set row_count = v_count, digest = v_digest
+         where hold_id = p_hold_id and (table_schema, table_name) = (p.table_schema, p.table_name);
+        v_tables := v_tables || pg_catalog.jsonb_build_object('table', privacy.qualified(p.table_schema, p.table_name),
+                                                              'rows', v_count, 'sha256', v_digest);
+    end loop;
+    perform privacy.ledger_append('hold_digested', r.subject_type, r.subject_key, p_hold_id,
+                                  pg_catalog.jsonb_build_object('tables', v_tables));
+    return v_tables;
+end;
+$$;
+
+-- Compares a hold's subject's rows now with the digests taken when it began, per
+-- protected table: 'unchanged', 'rows added' (allowed under a hold), or 'violation'
+-- (rows changed or missing, named by identity). Read-only, so it runs on followers,
+-- forks and restored backups as well.
+create or replace function privacy.verify_hold(p_hold_id uuid)
+    returns table (table_name text, status text, rows_at_hold bigint, rows_now bigint,
+                   added bigint, changed jsonb, missing jsonb)
+    stable
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions;
+    d privacy.hold_digests;
+    p privacy.protected_tables;
+begin
+    select * into r from privacy.processing_restrictions x where x.id = p_hold_id;
+    if not found or r.kind <> 'legal_hold' then
+        perform privacy.fail(pg_catalog.format('unknown legal hold %s', p_hold_id));
+    end if;
+    if not exists (select 1 from privacy.hold_digests x where x.hold_id = p_hold_id) then
+        perform privacy.fail(pg_catalog.format('legal hold %s has no digests (placed before this version of the toolkit)', p_hold_id));
+    end if;
+    for d in select * from privacy.hold_digests x where x.hold_id = p_hold_id order by x.table_schema, x.table_name loop
+        table_name := privacy.qualified(d.table_schema, d.table_name);
+        rows_at_hold := d.row_count;
+        select * into p from privacy.protected_tables x where (x.table_schema, x.table_name) = (d.table_schema, d.table_name);
+        if p.id is null or pg_catalog.to_regclass(table_name) is null then
+            status := 'violation'; rows_now := 0; added := 0; changed := '[]';
+            missing := (select coalesce(pg_catalog.jsonb_agg(h.row_identity), '[]') from privacy.hold_digest_rows h
+                         where (h.hold_id, h.table_schema, h.table_name) = (d.hold_id, d.table_schema, d.table_name));
+            return next;
+            continue;
+        end if;
+        with now_rows as (
+            select h.row_identity, h.row_hash, pg_catalog.count(*) as n
+              from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key) h group by 1, 2
+        ), then_rows as (
+            select h.row_identity, h.row_hash, pg_catalog.count(*) as n from privacy.hold_digest_rows h
+             where (h.hold_id, h.table_schema, h.table_name) = (d.hold_id, d.table_schema, d.table_name)
+             group by 1, 2
+        ), compared as (
+            -- Identical rows (a table without a primary key) are counted, not joined.
+            select coalesce(t.row_identity, w.row_identity) as id, coalesce(t.n, 0) as then_n, coalesce(w.n, 0) as now_n,
+                   exists (select 1 from then_rows t2 where t2.row_identity = coalesce(t.row_identity, w.row_identity)) as was_there,
+                   exists (select 1 from now_rows w2 where w2.row_identity = coalesce(t.row_identity, w.row_identity)) as is_there
+              from then_rows t full join now_rows w on w.row_identity = t.row_identity and w.row_hash = t.row_hash
+        )
+        select coalesce(pg_catalog.sum(now_n), 0)::bigint,
+               coalesce(pg_catalog.sum(now_n - then_n) filter (where now_n > then_n and not was_there), 0)::bigint,
+               coalesce(pg_catalog.jsonb_agg(distinct id) filter (where then_n > now_n and is_there), '[]'),
+               coalesce(pg_catalog.jsonb_agg(distinct id) filter (where then_n > now_n and not is_there), '[]')
+          into rows_now, added, changed, missing
+          from compared;
+        status := case when pg_catalog.jsonb_array_length(changed) + pg_catalog.jsonb_array_length(missing) > 0 then 'violation'
+                       when added > 0 then 'rows added' else 'unchanged' end;
+        return next;
+    end loop;
+end;
+$$;
