@@ -639,7 +639,9 @@ def export(dsn: str | None, out: Path, *, key: str | None = None, subject_type: 
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
-            for name, value in SESSION_SETTINGS.items():
+            # Every name below is qualified; the empty path keeps an exporter's own schemas
+            # (an operator ~ of theirs) out of the queries the export composes.
+            for name, value in (*SESSION_SETTINGS.items(), ("search_path", "")):
                 conn.execute("select pg_catalog.set_config(%s, %s, true)", (name, value))
             info = _snapshot_info(conn)
             if all_held:

@@ -167,6 +167,16 @@ def test_the_sql_format_leaves_generated_columns_to_the_copy(db: Db, empty_db: D
         db.owner.execute("select id, customer_id, body, body_length from public.notes where customer_id = 3 order by id").fetchall()
 
 
+def test_the_exporters_search_path_does_not_reach_the_composed_queries(db: Db, tmp_path: Path) -> None:
+    db.su.execute("create schema evil; create function evil.matches(text, text) returns boolean language sql as 'select true';"
+                  "create operator evil.~ (leftarg = text, rightarg = text, function = evil.matches);"
+                  "grant usage on schema evil to steward_user")
+    db.su.execute(f"alter role steward_user in database {db.name} set search_path = evil, pg_catalog, public")
+    out = tmp_path / "c1"
+    assert cli(db, "export", "1", "--out", str(out), "--format", "sql").exit_code == 0
+    assert "values ('1', 'Ada', '1');" in (out / files_by_table(out)["public.customers"]["name"]).read_text()
+
+
 @pytest.mark.parametrize("user", ["steward_user", "shop_owner", "postgres"])
 def test_counts_equal_the_database_and_the_manifest_says_where_from(db: Db, tmp_path: Path, user: str) -> None:
     hold(db, 1)
