@@ -15,6 +15,7 @@ EXPLAIN ANALYZE profiles, to tests/perf/results/latest.json. See tests/perf/READ
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -32,8 +33,10 @@ from typing import Any
 
 import psycopg
 
+import pyctl
 from pyctl import install
 from pyctl.cluster import Cluster, start_cluster
+from pyctl.resources import migrations_dir, sql_files
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = HERE / "scripts"
@@ -42,6 +45,9 @@ RESULTS = HERE / "results"
 APP = "app"  # the application's login role: subject to every rule
 STEWARD = "steward_user"  # places and releases holds and restrictions
 CLIENTS = 2
+NOISY = 0.10  # share of the machine's CPU other processes may take during a run before it is repeated
+MAX_RETRIES = 2
+QUIET_WAIT = 20.0  # seconds to wait, before a pair, for other processes to go quiet
 
 BASE, TK = "bench_base", "bench_tk"  # the two databases every workload compares
 R_LOW, R_HIGH = "bench_r_low", "bench_r_high"  # toolkit, few and many active restrictions
@@ -157,6 +163,18 @@ class CpuMeter:
                 "server": self._cluster_ticks() / self.tick, "client": t.children_user + t.children_system,
                 "self": t.user + t.system}
 
+    def wait_quiet(self, max_wait: float) -> float:
+        """Waits (up to MAX_WAIT seconds) until other processes leave the machine alone for a
+        second; returns the share of the CPU they took in the last second measured."""
+        deadline = time.monotonic() + max_wait
+        while True:
+            before = self.sample()
+            time.sleep(1.0)
+            share = self.delta(before, self.sample())["foreign_share"]
+            if share <= NOISY / 2 or time.monotonic() > deadline:
+                return share
+            time.sleep(1.0)
+
     @staticmethod
     def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         d = {k: after[k] - before[k] for k in before}
@@ -225,6 +243,8 @@ class Bench:
         self.protocol = protocol
         self.workdir = workdir
         self.out: dict[str, Any] = {}
+        self.meter = CpuMeter(cluster)
+        self.retry_deadline = float("inf")
 
     # -- connections ----------------------------------------------------------------
     @contextmanager
@@ -359,13 +379,15 @@ class Bench:
                 "-f", str(self.script(workload))]
         for k, v in variables.items():
             args += ["-D", f"{k}={v}"]
+        before = self.meter.sample()
         text = self.pgbench_cmd([*args, db])
+        cpu = self.meter.delta(before, self.meter.sample())
         tps = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", text, re.M)
         done = re.search(r"^number of transactions actually processed: (\d+)", text, re.M)
         failed = re.search(r"^number of failed transactions: (\d+)", text, re.M)
         if not tps or not done:
             raise RuntimeError(f"cannot read pgbench's output:\n{text}")
-        run = Run(db, float(tps.group(1)), int(done.group(1)), int(failed.group(1)) if failed else 0)
+        run = Run(db, float(tps.group(1)), int(done.group(1)), int(failed.group(1)) if failed else 0, cpu)
         if run.failed:
             raise RuntimeError(f"{run.failed} failed transactions in {workload} on {db}:\n{text}")
         return run
@@ -378,34 +400,66 @@ class Bench:
         if w.vacuum:
             self.sql(db, "vacuum " + ", ".join(w.vacuum))
 
+    def pair(self, w: Workload, first: str, second: str, label: str) -> tuple[Run, Run, int]:
+        """One run in each database, back to back; repeated (up to MAX_RETRIES times) while
+        other processes took more than NOISY of the machine's CPU during either run, keeping
+        the quietest attempt."""
+        attempts: list[tuple[Run, Run]] = []
+        while True:
+            if time.monotonic() < self.retry_deadline:
+                self.meter.wait_quiet(QUIET_WAIT)
+            a = self.pgbench(first, w.key, self.scale.duration)
+            self.after_run(first, w)
+            b = self.pgbench(second, w.key, self.scale.duration)
+            self.after_run(second, w)
+            attempts.append((a, b))
+            noise = max(a.cpu["foreign_share"], b.cpu["foreign_share"])
+            if noise <= NOISY or len(attempts) > MAX_RETRIES or time.monotonic() > self.retry_deadline:
+                break
+            log(f"{label}: other processes took {noise:.0%} of the CPU during the pair; running it again")
+        best = min(attempts, key=lambda ab: max(ab[0].cpu["foreign_share"], ab[1].cpu["foreign_share"]))
+        return best[0], best[1], len(attempts) - 1
+
     def compare(self, workloads: list[Workload]) -> list[Result]:
         results = {w.key: Result(w.key, w.label, w.budget) for w in workloads}
         runs: list[dict[str, Any]] = []
         for n in range(self.scale.runs):
             for w in workloads:
                 # Alternate which database goes first, so drift cancels out.
-                for db in ((TK, BASE) if n % 2 == 0 else (BASE, TK)):
-                    run = self.pgbench(db, w.key, self.scale.duration)
-                    (results[w.key].toolkit if db == TK else results[w.key].baseline).append(run.tps)
-                    runs.append({"run": n + 1, "workload": w.key, **asdict(run)})
-                    self.after_run(db, w)
+                order = (TK, BASE) if n % 2 == 0 else (BASE, TK)
+                first, second, retried = self.pair(w, *order, f"run {n + 1} {w.key}")
                 r = results[w.key]
+                r.retried += retried
+                for run in (first, second):
+                    (r.toolkit if run.db == TK else r.baseline).append(run.tps)
+                    (r.toolkit_cpu_us if run.db == TK else r.baseline_cpu_us).append(run.cpu_us_per_tx)
+                    runs.append({"run": n + 1, "workload": w.key, **asdict(run), "cpu_us_per_tx": run.cpu_us_per_tx})
                 log(f"run {n + 1}/{self.scale.runs} {w.key:10} toolkit {r.toolkit[-1]:10.1f} tps   "
-                    f"baseline {r.baseline[-1]:10.1f} tps   ratio {r.toolkit[-1] / r.baseline[-1]:.3f}")
+                    f"baseline {r.baseline[-1]:10.1f} tps   ratio {r.toolkit[-1] / r.baseline[-1]:.3f}   "
+                    f"cpu/tx ratio {r.baseline_cpu_us[-1] / r.toolkit_cpu_us[-1]:.3f}   "
+                    f"foreign cpu {max(first.cpu['foreign_share'], second.cpu['foreign_share']):.0%}")
         self.out["runs"] = runs
         return list(results.values())
 
     def restriction_count(self) -> dict[str, Any]:
-        low: list[float] = []
-        high: list[float] = []
+        w = next(x for x in WORKLOADS if x.key == "pk_direct")
+        low: list[Run] = []
+        high: list[Run] = []
+        retried = 0
         for n in range(self.scale.runs):
-            for db in ((R_LOW, R_HIGH) if n % 2 == 0 else (R_HIGH, R_LOW)):
-                (low if db == R_LOW else high).append(self.pgbench(db, "pk_direct", self.scale.duration).tps)
-            log(f"run {n + 1}/{self.scale.runs} pk_direct  {self.scale.restrictions_low:,} restrictions {low[-1]:10.1f} tps   "
-                f"{self.scale.restrictions_high:,} restrictions {high[-1]:10.1f} tps")
-        ratio = statistics.median(high) / statistics.median(low)
+            first, second, r = self.pair(w, *((R_LOW, R_HIGH) if n % 2 == 0 else (R_HIGH, R_LOW)), f"run {n + 1} restrictions")
+            retried += r
+            for run in (first, second):
+                (low if run.db == R_LOW else high).append(run)
+            log(f"run {n + 1}/{self.scale.runs} pk_direct  {self.scale.restrictions_low:,} restrictions {low[-1].tps:10.1f} tps   "
+                f"{self.scale.restrictions_high:,} restrictions {high[-1].tps:10.1f} tps")
+        ratio = statistics.median(r.tps for r in high) / statistics.median(r.tps for r in low)
+        cpu_ratio = statistics.median(r.cpu_us_per_tx for r in low) / statistics.median(r.cpu_us_per_tx for r in high)
         return {"restrictions_low": self.scale.restrictions_low, "restrictions_high": self.scale.restrictions_high,
-                "tps_low": low, "tps_high": high, "ratio_high_low": ratio, "budget": "within 5%", "met": abs(ratio - 1) <= 0.05,
+                "tps_low": [r.tps for r in low], "tps_high": [r.tps for r in high],
+                "cpu_us_low": [r.cpu_us_per_tx for r in low], "cpu_us_high": [r.cpu_us_per_tx for r in high],
+                "ratio_high_low": ratio, "cpu_ratio_high_low": cpu_ratio, "retried": retried,
+                "budget": "within 5%", "met": abs(ratio - 1) <= 0.05,
                 "active_low": self.active(R_LOW), "active_high": self.active(R_HIGH)}
 
     # -- placement and release -------------------------------------------------------------
@@ -417,7 +471,10 @@ class Bench:
         sizes = {TK: self.scale.customers, TENTH: self.scale.customers // 10}
         ops = ("place_hold", "release_hold", "place_restriction", "release_restriction")
         times: dict[str, dict[str, list[float]]] = {db: {op: [] for op in ops} for db in sizes}
+        steps: dict[str, list[float]] = {db: [] for db in sizes}
         conns = {db: psycopg.connect(self.cluster.dsn(db, user=STEWARD), autocommit=True) for db in sizes}
+        row = conns[TK].execute("select to_regprocedure('privacy.approve_release(uuid, text)') is not null").fetchone()
+        lifecycle = bool(row and row[0])
         try:
             for i in range(n):
                 for db, customers in sizes.items():
@@ -434,8 +491,17 @@ class Bench:
                         return row[0] if row else None
 
                     hid = timed("place_hold", "select privacy.place_hold('customer', %s, 'BENCH-T', 'timing')", (key,))
-                    timed("release_hold", "select privacy.release_hold(%s, 'timing done', 'none')", (hid,))
+                    timed("release_hold", "select privacy.release_hold(%s, 'timing done', 'case closed')", (hid,))
                     rid = timed("place_restriction", "select privacy.place_restriction('customer', %s, 'accuracy', 'timing')", (key,))
+                    if lifecycle:
+                        # An accuracy restriction is released once verified, the subject notified
+                        # and the approval recorded (Art. 18 lifecycle): bookkeeping, timed apart.
+                        t = time.perf_counter()
+                        with conn.transaction():
+                            conn.execute("select privacy.verify_restriction(%s, 'address checked')", (rid,), prepare=True)
+                            conn.execute("select privacy.notify_subject(%s, 'email')", (rid,), prepare=True)
+                            conn.execute("select privacy.approve_release(%s, 'signed form')", (rid,), prepare=True)
+                        steps[db].append((time.perf_counter() - t) * 1000)
                     timed("release_restriction", "select privacy.release_restriction(%s, 'timing done')", (rid,))
         finally:
             for conn in conns.values():
@@ -447,6 +513,11 @@ class Bench:
                 xs = sorted(times[db][op])
                 out["databases"][db][op] = {"p50_ms": statistics.median(xs), "p99_ms": xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))],
                                             "max_ms": xs[-1]}
+            if steps[db]:
+                xs = sorted(steps[db])
+                out["databases"][db]["restriction_lifecycle_steps"] = {
+                    "p50_ms": statistics.median(xs), "p99_ms": xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))], "max_ms": xs[-1],
+                    "note": "verify + notify + approve, one transaction, before each release_restriction; not part of the budget"}
         out["met"] = all(out["databases"][db][op]["p50_ms"] <= 5 for db in sizes for op in ops)
         out["growth_p50"] = {op: out["databases"][TK][op]["p50_ms"] / out["databases"][TENTH][op]["p50_ms"] for op in ops}
         return out
@@ -520,6 +591,17 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def toolkit_source() -> dict[str, Any]:
+    """Which toolkit was measured: the installed package's version and a hash of its sql/ and
+    migrations/, and the repository's commit (the working tree may differ from it)."""
+    digest = hashlib.sha256()
+    for path in [*sql_files(), *sorted(Path(migrations_dir()).glob("*"))]:
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    git = subprocess.run(["git", "-C", str(HERE), "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
+    return {"version": pyctl.__version__, "sql_sha256": digest.hexdigest()[:16], "repository": git.stdout.strip() or None}
+
+
 def fmt_runs(xs: list[float]) -> str:
     return " ".join(f"{x:.0f}" if x >= 100 else f"{x:.1f}" for x in xs)
 
@@ -537,17 +619,25 @@ def report(out: dict[str, Any]) -> str:
     lines.append(f"pgbench -c {CLIENTS} -j {CLIENTS} -M {out['protocol']}, {s['runs']} alternating runs of {s['duration']} s each, "
                  "as the application role; ratio = median toolkit TPS / median baseline TPS")
     lines.append("")
-    header = f"| {'workload':38} | {'budget':>6} | {'toolkit TPS (runs)':>24} | {'baseline TPS (runs)':>24} | {'ratio':>5} | {'verdict':7} |"
+    header = (f"| {'workload':38} | {'budget':>6} | {'toolkit TPS (runs)':>24} | {'baseline TPS (runs)':>24} | {'ratio':>5} | "
+              f"{'verdict':7} | {'CPU/tx ratio':>12} |")
     lines += [header, "|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|"]
     for r in out["workloads"]:
         budget = f">={r['budget']:.2f}" if r["budget"] is not None else "-"
         lines.append(f"| {r['label']:38} | {budget:>6} | {fmt_runs(r['toolkit']):>24} | {fmt_runs(r['baseline']):>24} | "
-                     f"{r['ratio']:5.3f} | {verdict(r['met']):7} |")
+                     f"{r['ratio']:5.3f} | {verdict(r['met']):7} | {r['cpu_ratio']:12.3f} |")
     rc = out.get("restriction_count")
     if rc:
-        lines.append(f"| {'PK read, ' + format(rc['restrictions_high'], ',') + ' vs ' + format(rc['restrictions_low'], ',') + ' restrictions':38} | "
-                     f"{'±5%':>6} | {fmt_runs(rc['tps_high']):>24} | {fmt_runs(rc['tps_low']):>24} | {rc['ratio_high_low']:5.3f} | "
-                     f"{verdict(rc['met']):7} |")
+        label = f"PK read, {rc['restrictions_high']:,} vs {rc['restrictions_low']:,} restrictions"
+        lines.append(f"| {label:38} | {'+-5%':>6} | {fmt_runs(rc['tps_high']):>24} | {fmt_runs(rc['tps_low']):>24} | "
+                     f"{rc['ratio_high_low']:5.3f} | {verdict(rc['met']):7} | {rc['cpu_ratio_high_low']:12.3f} |")
+    lines.append("")
+    lines.append("ratio: median toolkit TPS / median baseline TPS (the budget). CPU/tx ratio: median baseline / median toolkit CPU "
+                 "time (server + pgbench) per transaction, a cross-check that other load on the machine does not move.")
+    noisy = [(r["workload"], r["retried"]) for r in out["workloads"] if r["retried"]]
+    if noisy:
+        lines.append("pairs repeated because other processes took over " + f"{NOISY:.0%} of the CPU: "
+                     + ", ".join(f"{k} {n}x" for k, n in noisy))
     pl = out.get("placement")
     if pl:
         lines.append("")
@@ -592,10 +682,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="pyctl-bench-") as workdir:
             bench = Bench(cluster, scale, args.protocol, Path(workdir))
+            # Noisy pairs are repeated only while the whole benchmark stays within its time budget.
+            bench.retry_deadline = started + (17 * 60 if args.scale == "full" else 60)
             out = bench.out
             out.update({"scale_name": args.scale, "scale": asdict(scale), "protocol": args.protocol, "clients": CLIENTS,
                         "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             out["postgres"] = bench.sql("postgres", "select version()")[0][0].split(" on ")[0]
+            out["toolkit"] = toolkit_source()
             out["settings"] = dict(bench.sql("postgres", "select name, setting || coalesce(unit, '') from pg_settings where name in "
                                                          "('shared_buffers', 'fsync', 'synchronous_commit', 'autovacuum', 'jit', "
                                                          "'max_parallel_workers_per_gather', 'work_mem') order by 1"))
@@ -603,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.prewarm(BASE, TK)
             log(f"comparing {len(workloads)} workloads: {scale.runs} runs x 2 databases x {scale.duration} s")
             results = bench.compare(workloads)
-            out["workloads"] = [{**asdict(r), "ratio": r.ratio, "run_ratios": r.run_ratios, "met": r.met} for r in results]
+            out["workloads"] = [{**asdict(r), "ratio": r.ratio, "run_ratios": r.run_ratios, "cpu_ratio": r.cpu_ratio, "met": r.met}
+                                for r in results]
             if "restrictions" not in skip:
                 bench.prewarm(R_LOW, R_HIGH)
                 log("PK read with few and with many active restrictions")
