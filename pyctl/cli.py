@@ -55,6 +55,28 @@ def json_option(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def wait_option(func: F) -> F:
+    """Adds --wait-followers/--timeout: return only once every registered follower has replayed the change."""
+
+    @click.option("--wait-followers", is_flag=True, help="Return only once every registered follower has replayed the change.")
+    @click.option("--timeout", type=float, default=30.0, show_default=True, metavar="S", help="How long --wait-followers waits.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, wait_followers: bool, timeout: float, **kwargs: Any) -> Any:
+        result = func(*args, **kwargs)
+        if wait_followers:
+            from .fleet import wait_for_followers
+
+            conn = connect(settings().dsn)
+            try:
+                done = wait_for_followers(conn, timeout)
+            finally:
+                conn.close()
+            click.echo(f"replayed on {len(done)} follower(s): {', '.join(done) or 'none registered'}", err=True)
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
 def settings() -> Settings:
     obj = click.get_current_context().find_object(Settings)
     assert obj is not None
@@ -206,7 +228,8 @@ def status() -> None:
                 "pg_catalog.pg_is_in_recovery() as follower, "
                 "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'legal_hold') as active_holds, "
                 "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'restriction') as active_restrictions, "
-                "(select count(*) from privacy.recipient_notices where acked_at is null) as pending_notices"
+                "(select count(*) from privacy.recipient_notices where acked_at is null) as pending_notices, "
+                "(select is_copy from privacy.copy_status()) as unsynced_copy"
             ).fetchone() or {}
             migrations: list[str] = []
             for schema in ("privacy", "public"):
@@ -232,6 +255,9 @@ def status() -> None:
                f"{' (read-only follower)' if info.get('follower') else ''}")
     click.echo(f"migrations applied: {', '.join(migrations) or '(none recorded)'}")
     click.echo(f"steward role: {info.get('steward_role')}")
+    if info.get("unsynced_copy"):
+        click.echo("THIS DATABASE IS A COPY (fork, rollback or restored dump) not synced since: holds and releases made on "
+                   "the primary since are missing; run pyctl sync from the primary, or pyctl ledger import here")
     click.echo(f"active legal holds: {info.get('active_holds')}, active processing restrictions: {info.get('active_restrictions')}, "
                f"pending recipient notices: {info.get('pending_notices')}")
     click.echo("")
@@ -381,6 +407,7 @@ def hold() -> None:
 @click.option("--reason", required=True, metavar="TEXT", help="Why the data must be preserved.")
 @click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
 @json_option
+@wait_option
 def hold_place(key: str, case_ref: str, reason: str, subject_type: str | None) -> None:
     """Place a legal hold on a subject; prints the hold's id.
 
@@ -398,6 +425,7 @@ def hold_place(key: str, case_ref: str, reason: str, subject_type: str | None) -
 @click.option("--reason", required=True, metavar="TEXT", help="Why the hold ends (case closed, counsel's instruction).")
 @click.option("--reference", required=True, metavar="TEXT",
               help="Reference for the release: the order that closed the case, counsel's instruction.")
+@wait_option
 def hold_release(hold_id: str, reason: str, reference: str) -> None:
     """Release one legal hold; other holds on the subject stay in force.
 
@@ -475,6 +503,7 @@ def restrict() -> None:
 @click.option("--reason", required=True, metavar="TEXT", help="What the subject asked for and why.")
 @click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
 @json_option
+@wait_option
 def restrict_place(key: str, basis: str, reason: str, subject_type: str | None) -> None:
     """Restrict processing of a subject's data; prints the restriction's id.
 
@@ -534,6 +563,7 @@ def restrict_approve(restriction_id: str, evidence: str) -> None:
 @click.argument("restriction_id", metavar="ID")
 @click.option("--force", is_flag=True, help="Release although required lifecycle steps are missing (needs --reason).")
 @click.option("--reason", metavar="TEXT", help="Why it is lifted (required with --force).")
+@wait_option
 def restrict_release(restriction_id: str, force: bool, reason: str | None) -> None:
     """Release a processing restriction once its lifecycle is complete.
 
@@ -817,6 +847,169 @@ def watch(since: int, limit: int | None, idle_timeout: float | None) -> None:
     from .watch import follow
 
     follow(settings().dsn, since=since, limit=limit, idle_timeout=idle_timeout)
+
+
+# -- followers, forks and restored backups ---------------------------------------------------
+
+
+@ledger.command("export")
+@click.argument("path", metavar="FILE")
+@json_option
+def ledger_export(path: str) -> None:
+    """Write the ledger and everything a copy needs to catch up to a file.
+
+    For a primary that may be gone or out of reach later: `pyctl ledger import`
+    brings a fork or restored backup to this state from the file.
+
+    \b
+    Example:
+        pyctl ledger export /backups/privacy-ledger-2026-11-26.json
+    """
+    from .fleet import export_state
+
+    result = export_state(settings().dsn, path)
+    if settings().json:
+        emit_json(result)
+    else:
+        click.echo(f"wrote {result['file']}: {result['entries']} ledger entries, sha256 {result['sha256']}")
+
+
+@ledger.command("import")
+@click.argument("path", metavar="FILE")
+@json_option
+def ledger_import(path: str) -> None:
+    """Bring this fork or restored backup to the state recorded in a ledger file.
+
+    Idempotent and resumable, like sync; conflicting corrections are reported, not applied.
+
+    \b
+    Example:
+        pyctl --dsn "$RESTORED_URL" ledger import /backups/privacy-ledger-2026-11-26.json
+    """
+    from .fleet import read_state, sync
+
+    state = read_state(path)
+    report = sync(settings().dsn or "", state, "this database", progress=sys.stderr.isatty())
+    _print_sync([report])
+
+
+@main.group()
+def fleet() -> None:
+    """The copies of this database: followers, forks, restored backups."""
+
+
+@fleet.command("add")
+@click.argument("name")
+@click.option("--dsn", "copy_dsn", required=True, metavar="DSN",
+              help="The copy's connection string, or the NAME of an environment variable holding it (nothing secret is stored).")
+@click.option("--kind", required=True, type=click.Choice(["follower", "fork", "backup"]))
+def fleet_add(name: str, copy_dsn: str, kind: str) -> None:
+    """Register a copy of this database.
+
+    \b
+    Example:
+        pyctl fleet add replica1 --dsn HEROKU_POSTGRESQL_NAVY_URL --kind follower
+        pyctl fleet add staging --dsn "postgresql://owner@staging/shop" --kind fork
+    """
+    import re
+
+    env = copy_dsn if re.fullmatch(r"[A-Z_][A-Z0-9_]*", copy_dsn) else None
+    if env is None:
+        try:
+            psycopg.conninfo.conninfo_to_dict(copy_dsn)
+        except psycopg.ProgrammingError as exc:
+            raise PyctlError(f"malformed connection string for {name}: {describe(exc)}") from None
+    run("select privacy.fleet_add(%s, %s, %s, %s)", (name, kind, None if env else copy_dsn, env))
+    click.echo(f"registered {kind} {name}" + (f" (DSN from ${env})" if env else ""), err=True)
+
+
+@fleet.command("list")
+@json_option
+def fleet_list() -> None:
+    """List the registered copies.
+
+    \b
+    Example:
+        pyctl fleet list
+    """
+    rows = run("select name, kind, case when dsn_env is not null then '$' || dsn_env "
+               "else regexp_replace(regexp_replace(dsn, 'password=\\S+', 'password=***', 'g'), ':[^:@/]+@', ':***@', 'g') end as dsn, added_at "
+               "from privacy.fleet order by name", write=False)
+    show(rows, ["name", "kind", "dsn", "added_at"], "no copies registered")
+
+
+@fleet.command("remove")
+@click.argument("name")
+def fleet_remove(name: str) -> None:
+    """Forget a registered copy (the copy itself is untouched).
+
+    \b
+    Example:
+        pyctl fleet remove staging
+    """
+    run("select privacy.fleet_remove(%s)", (name,))
+    click.echo(f"removed {name} from the fleet", err=True)
+
+
+@fleet.command("status")
+@json_option
+def fleet_status() -> None:
+    """One line per copy: reachable, follower or writable, lag or how far behind; exit 1 if any is behind.
+
+    \b
+    Example:
+        pyctl fleet status
+    """
+    from .fleet import copy_report, fleet_rows
+
+    conn = connect(settings().dsn)
+    try:
+        require_installed(conn)
+        reports = [copy_report(conn, row) for row in fleet_rows(conn)]
+    finally:
+        conn.close()
+    show(reports, ["name", "kind", "reachable", "role", "lag_bytes", "lag_seconds", "latest_event_visible", "behind", "ahead", "detail"],
+         "no copies registered")
+    bad = [r["name"] for r in reports if not r["ok"]]
+    if bad:
+        raise PyctlError(f"{len(bad)} copy(ies) behind or unreachable: {', '.join(bad)}")
+
+
+@main.command("sync")
+@click.argument("names", nargs=-1, metavar="NAME")
+@click.option("--all", "sync_all", is_flag=True, help="Every registered fork and backup.")
+@json_option
+def sync_command(names: tuple[str, ...], sync_all: bool) -> None:
+    """Bring forks and restored backups up to this primary's state.
+
+    Holds, restrictions, lifecycle steps, releases and corrections made since the
+    copy was taken; a correction applies only where the row still holds its old
+    value, else it is reported as a conflict. Idempotent and resumable.
+
+    \b
+    Example:
+        pyctl sync staging
+        pyctl sync --all
+    """
+    from .fleet import sync_from_primary
+
+    if bool(names) == sync_all:
+        raise click.UsageError("give copy names or --all")
+    reports = sync_from_primary(settings().dsn, list(names) or None, progress=sys.stderr.isatty())
+    _print_sync(reports)
+
+
+def _print_sync(reports: list[dict[str, Any]]) -> None:
+    if settings().json:
+        emit_json(reports)
+        return
+    for r in reports:
+        click.echo(f"{r['target']}: synced up to event {r.get('up_to_seq')} of {r['source']}; registry +{r['registry']}; "
+                   f"restrictions {r['restrictions'] or {}}; corrections {r['corrections'] or {}}; "
+                   f"rows re-marked {r.get('rows_remarked', 0)}; conflicts {r.get('conflicts', 0)}")
+        for c in r.get("conflict_details", []):
+            click.echo(f"  conflict: {c['operation']} {c['table']} {json.dumps(c['row'])}: the row no longer holds "
+                       f"{json.dumps(c['before'])}; left alone")
 
 
 # -- roles -----------------------------------------------------------------------------------

@@ -119,6 +119,10 @@ class Cluster:
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def promote(self) -> None:
+        """Promote a follower: it leaves recovery on a new timeline, a fork from then on."""
+        self.run([self.bin("pg_ctl"), "-D", str(self.datadir), "-w", "promote"])
+
     def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user or self.superuser}"
 

@@ -66,10 +66,16 @@ def require_primary(conn: psycopg.Connection) -> None:
     """Refuse to write on a follower (a server in recovery)."""
     row = conn.execute("select pg_catalog.pg_is_in_recovery()").fetchone()
     if row and row[0]:
+        # The WAL receiver names the primary to superusers; install recorded its address for everyone.
         info = conn.execute(
-            "select s.sender_host, s.sender_port from pg_catalog.pg_stat_wal_receiver s"
+            "select coalesce((select s.sender_host || ':' || s.sender_port from pg_catalog.pg_stat_wal_receiver s "
+            "                  where s.sender_host is not null), "
+            "                (select value from privacy.settings where name = 'primary_address' "
+            "                  and pg_catalog.has_table_privilege('privacy.settings', 'select')))"
+            if installed(conn) else
+            "select (select s.sender_host || ':' || s.sender_port from pg_catalog.pg_stat_wal_receiver s)"
         ).fetchone()
-        where = f" (its primary is {info[0]}:{info[1]})" if info and info[0] else ""
+        where = f" (its primary is {info[0]})" if info and info[0] else ""
         raise PyctlError(
             f"this server is a read-only follower{where}: run the command against the primary"
         )

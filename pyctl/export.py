@@ -510,7 +510,7 @@ def _snapshot_info(conn: psycopg.Connection) -> dict[str, Any]:
             row = cur.execute("select system_identifier::text as s from pg_catalog.pg_control_system()").fetchone()
             sysid = row["s"] if row else None
         if sysid is None:
-            row = cur.execute("select value as s from privacy.settings where name = 'installed_system_identifier'").fetchone()
+            row = cur.execute("select pg_catalog.split_part(value, ':', 1) as s from privacy.settings where name = 'database_identity'").fetchone()
             sysid = row["s"] if row else None
         info["system_identifier"] = sysid
     return info
@@ -529,9 +529,19 @@ def _subject_state(conn: psycopg.Connection, subject: _Subject) -> dict[str, Any
             "select privacy.qualified(s.table_schema, s.table_name) as t from privacy.subject_types s where s.subject_type = %s",
             (subject.subject_type,),
         ).fetchone()
+        # The preservation proof of each hold: the digests of the data as the hold began.
+        digests: dict[str, list[dict[str, Any]]] = {}
+        for d in cur.execute(
+            "select d.hold_id::text as hold, privacy.qualified(d.table_schema, d.table_name) as table, d.row_count as rows, "
+            "d.digest as sha256 from privacy.hold_digests d join privacy.processing_restrictions r on r.id = d.hold_id "
+            "where r.subject_type = %s and r.subject_key = %s and r.released_at is null order by 1, 2",
+            (subject.subject_type, subject.key),
+        ).fetchall():
+            digests.setdefault(d.pop("hold"), []).append(d)
     return {
         "root_table": root["t"] if root else None,
-        "legal_holds": [{"id": r["id"], "case": r["case_ref"], "placed_at": r["placed_at"]} for r in active if r["kind"] == "legal_hold"],
+        "legal_holds": [{"id": r["id"], "case": r["case_ref"], "placed_at": r["placed_at"], "digests_at_start": digests.get(r["id"], [])}
+                        for r in active if r["kind"] == "legal_hold"],
         "restrictions": [{"id": r["id"], "basis": r["basis"], "placed_at": r["placed_at"]} for r in active if r["kind"] == "restriction"],
     }
 
@@ -915,7 +925,9 @@ def check_ledger(dsn: str | None, result: dict[str, Any]) -> dict[str, Any]:
                 (LEDGER_EVENT, result["manifest_sha256"]),
             ).fetchall()
             broken = cur.execute("select seq, problem from privacy.verify_ledger()").fetchall()
-            sysid = cur.execute("select value from privacy.settings where name = 'installed_system_identifier'").fetchone()
+            sysid = cur.execute(
+                "select pg_catalog.split_part(value, ':', 1) as value from privacy.settings where name = 'database_identity'"
+            ).fetchone()
     except psycopg.Error as exc:
         raise PyctlError(describe(exc)) from None
     finally:

@@ -130,9 +130,16 @@ def install(dsn: str | None, steward_role: str | None = None) -> dict[str, Any]:
             with conn.transaction():
                 role = _ensure_steward_role(conn, steward_role)
                 regenerated = reload_sql(conn)
+                # Where the primary is, so a follower can say so when it refuses a write.
                 conn.execute(
                     "insert into privacy.settings (name, value) "
-                    "select 'installed_system_identifier', system_identifier::text from pg_catalog.pg_control_system() "
+                    "select 'primary_address', pg_catalog.host(pg_catalog.inet_server_addr()) || ':' || pg_catalog.inet_server_port() "
+                    "where pg_catalog.inet_server_addr() is not null "
+                    "on conflict (name) do update set value = excluded.value"
+                )
+                # What this database is, so a restored dump or a fork can tell it is a copy.
+                conn.execute(
+                    "insert into privacy.settings (name, value) values ('database_identity', privacy.database_identity()) "
                     "on conflict (name) do nothing"
                 )
                 conn.execute(

@@ -235,11 +235,15 @@ begin
                                      (case r.kind when 'legal_hold' then 'hold_released' else 'restriction_released' end,
                                       r.released_at is not null)) e(event, expected)
          where e.expected
-           and not exists (select 1 from privacy.ledger l where l.restriction_id = r.id and l.event = e.event)
+           and not exists (select 1 from privacy.ledger l where l.restriction_id = r.id
+                            and (l.event = e.event
+                                 -- brought in by pyctl sync: one event per state it arrived in
+                                 or (l.event = 'synced_' || r.kind and (e.event like '%_placed' or l.payload->>'state' = 'released'))))
         union all
         select null::bigint, pg_catalog.format('legal hold %s has no hold_digested event', h.hold_id)
           from (select distinct d.hold_id from privacy.hold_digests d) h
-         where not exists (select 1 from privacy.ledger l where l.restriction_id = h.hold_id and l.event = 'hold_digested')
+         where not exists (select 1 from privacy.ledger l where l.restriction_id = h.hold_id
+                            and l.event in ('hold_digested', 'synced_legal_hold'))
         union all
         select c.ledger_seq, pg_catalog.format('correction %s has no ledger entry', c.id)
           from privacy.corrections c

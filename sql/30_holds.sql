@@ -369,7 +369,8 @@ begin
 end;
 $$;
 
--- The break-glass reason in force for ROLE in this transaction, if ROLE is a steward.
+-- The break-glass reason in force for ROLE in this transaction, if ROLE is a steward
+-- (or pyctl sync declared it to replay a source's corrections).
 create or replace function privacy.break_glass_reason(p_role name)
     returns text
     stable
@@ -379,7 +380,7 @@ create or replace function privacy.break_glass_reason(p_role name)
 as $$
     select b.reason from privacy.break_glass b
      where b.xact = pg_catalog.pg_current_xact_id_if_assigned()
-       and pg_catalog.pg_has_role(p_role, privacy.steward_role(), 'MEMBER')
+       and (b.for_sync or pg_catalog.pg_has_role(p_role, privacy.steward_role(), 'MEMBER'))
 $$;
 
 -- Journals a steward's change to a restricted subject's row (a correction) or a

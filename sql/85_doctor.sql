@@ -235,6 +235,16 @@ begin
         return next;
     end loop;
 
+    -- A fork, rollback or restored dump not synced since it became one.
+    for r in select * from privacy.copy_status() c where c.is_copy loop
+        severity := 'error'; category := 'unsynced copy'; object := r.current_identity;
+        finding := pg_catalog.format('this database is a copy (identity %s; installed as %s): holds, restrictions, releases and '
+                                     'corrections made on the primary since it was taken are missing here', r.current_identity, r.recorded_identity);
+        fix := 'on the primary: pyctl fleet add NAME --dsn ... --kind fork|backup, then pyctl sync NAME; or here: pyctl ledger import FILE';
+        fix_sql := null;
+        return next;
+    end loop;
+
     -- Known row-level security flaws fixed in a later minor release.
     for r in select * from privacy.rls_cves() c where c.major = v_version / 10000 and v_version % 10000 < c.fixed_in loop
         severity := 'error'; category := 'server version'; object := pg_catalog.current_setting('server_version');

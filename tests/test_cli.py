@@ -99,7 +99,7 @@ def test_status_and_tables(db: Db) -> None:
     hold(db, 3)
     data = json.loads(cli(db, "--json", "status", user="shop_owner").stdout)
     assert data["installed_version"] == data["toolkit_version"]
-    assert data["migrations"] == ["privacy-0001-initial", "privacy-0002-lifecycle", "privacy-0003-hold-digests"]
+    assert data["migrations"] == ["privacy-0001-initial", "privacy-0002-lifecycle", "privacy-0003-hold-digests", "privacy-0004-fleet"]
     assert data["active_holds"] == 1 and data["active_restrictions"] == 0
     assert {t["table"]: t["enforcement"] for t in data["tables"]}["public.orders"] == "installed"
     assert [s["subject_type"] for s in data["subject_types"]] == ["customer"]

@@ -194,6 +194,11 @@ def test_counts_equal_the_database_and_the_manifest_says_where_from(db: Db, tmp_
         assert m["subject"]["type"] == "customer" and m["subject"]["key"] == str(key)
         assert m["subject"]["found"] and m["subject"]["in_root_table"] and not m["empty"]
         assert [h["case"] for h in m["subject"]["legal_holds"]] == (["2026-CV-118"] if key == 1 else [])
+        for h in m["subject"]["legal_holds"]:  # the hold's preservation proof, tying the export to its start
+            recorded = db.su.execute("select privacy.qualified(table_schema, table_name), row_count, digest from privacy.hold_digests "
+                                     "where hold_id = %s order by 1", (h["id"],)).fetchall()
+            assert [(d["table"], d["rows"], d["sha256"]) for d in h["digests_at_start"]] == [tuple(r) for r in recorded]
+            assert recorded
         assert len(m["subject"]["restrictions"]) == (1 if key == 3 else 0)
         assert m["snapshot"]["isolation"] == "repeatable read" and m["snapshot"]["read_only"] is True
         assert m["source"] == {
@@ -420,7 +425,7 @@ def test_verify_fails_on_a_changed_missing_or_extra_file(db: Db, exported: Path,
 
 def test_verify_of_a_missing_path_or_a_foreign_ledger(db: Db, exported: Path, tmp_path: Path) -> None:
     assert_one_error_line(cli(db, "export", "verify", str(tmp_path / "nothing")), "no export at")
-    db.su.execute("update privacy.settings set value = '1' where name = 'installed_system_identifier'")
+    db.su.execute("update privacy.settings set value = '1:1:1' where name = 'database_identity'")
     result = cli(db, "export", "verify", str(exported), "--ledger")
     assert_one_error_line(result, "this database is 1")
 
