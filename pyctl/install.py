@@ -186,6 +186,7 @@ def uninstall(dsn: str | None) -> dict[str, Any]:
                 "select privacy.drop_enforcement(p, true) from privacy.protected_tables p order by p.id desc"
             )
             conn.execute("drop event trigger if exists privacy_protect_new_partitions")
+            conn.execute("drop event trigger if exists privacy_refuse_dropping_held_data")
             conn.execute("drop schema privacy cascade")
             # A DBA who ran `yoyo apply` has yoyo's tables in the default schema instead.
             if conn.execute("select pg_catalog.to_regclass('public._yoyo_migration') is not null").fetchone() == (True,):

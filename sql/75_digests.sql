@@ -6,8 +6,10 @@
 -- keys are sorted, a type change that keeps values (varchar -> text) keeps the text.
 -- A table's digest is the sha256 of its rows' sha256s, sorted.
 
--- The subject's rows of protected table P_TABLE_ID as (identity, sha256 of the canonical row).
-create or replace function privacy.subject_row_hashes(p_table_id integer, p_subject_type text, p_key text)
+-- The subject's rows of protected table P_TABLE_ID as (identity, sha256 of the
+-- canonical row); with P_COLUMNS, of those columns only (a column added since a hold
+-- began is no change to held data; a column dropped or renamed since is).
+create or replace function privacy.subject_row_hashes(p_table_id integer, p_subject_type text, p_key text, p_columns text[] default null)
     returns table (row_identity jsonb, row_hash text)
     stable
     security definer
@@ -31,8 +33,12 @@ begin
       join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
      where x.indrelid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)) and x.indisprimary;
     return query execute pg_catalog.format(
-        'select %s, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.to_jsonb(r)::text, ''UTF8'')), ''hex'') from (%s) r',
-        v_identity, privacy.subject_rows_sql(p_table_id, p_subject_type, p_key));
+        'select %s, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(%s::text, ''UTF8'')), ''hex'') from (%s) r',
+        v_identity,
+        case when p_columns is null then 'pg_catalog.to_jsonb(r)'
+             else '(select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), ''{}'') from pg_catalog.jsonb_each(pg_catalog.to_jsonb(r)) e '
+                  || 'where e.key = any (' || pg_catalog.quote_literal(p_columns::text) || '::text[]))' end,
+        privacy.subject_rows_sql(p_table_id, p_subject_type, p_key));
 end;
 $$;
 
@@ -55,8 +61,11 @@ declare
 begin
     select * into r from privacy.processing_restrictions x where x.id = p_hold_id and x.kind = 'legal_hold';
     for p in select * from privacy.protected_tables x where x.subject_type = r.subject_type order by x.id loop
-        insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at)
-        values (p_hold_id, p.table_schema, p.table_name, 0, '', pg_catalog.clock_timestamp());
+        insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at, columns)
+        values (p_hold_id, p.table_schema, p.table_name, 0, '', pg_catalog.clock_timestamp(),
+                (select pg_catalog.array_agg(a.attname::text order by a.attnum) from pg_catalog.pg_attribute a
+                  where a.attrelid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))
+                    and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark'));
         insert into privacy.hold_digest_rows (hold_id, table_schema, table_name, row_identity, row_hash)
         select p_hold_id, p.table_schema, p.table_name, h.row_identity, h.row_hash
           from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key) h;
@@ -113,7 +122,7 @@ begin
         end if;
         with now_rows as (
             select h.row_identity, h.row_hash, pg_catalog.count(*) as n
-              from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key) h group by 1, 2
+              from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key, d.columns) h group by 1, 2
         ), then_rows as (
             select h.row_identity, h.row_hash, pg_catalog.count(*) as n from privacy.hold_digest_rows h
              where (h.hold_id, h.table_schema, h.table_name) = (d.hold_id, d.table_schema, d.table_name)

@@ -235,6 +235,17 @@ begin
         return next;
     end loop;
 
+    -- Without the event triggers (a non-superuser installed), DDL is unguarded.
+    if not exists (select 1 from pg_catalog.pg_event_trigger e where e.evtname = 'privacy_refuse_dropping_held_data')
+       and exists (select 1 from privacy.protected_tables) then
+        severity := 'warning'; category := 'no ddl guard'; object := pg_catalog.current_database();
+        finding := 'no event triggers (installed without a superuser): DROP TABLE, DROP COLUMN or ALTER ... TYPE ... USING can remove '
+                   'or rewrite held data unnoticed until pyctl hold verify, and partitions created later stay unprotected until pyctl install';
+        fix := 'run pyctl install once as a superuser where the platform allows it; run pyctl hold verify --all after migrations';
+        fix_sql := null;
+        return next;
+    end if;
+
     -- A fork, rollback or restored dump not synced since it became one.
     for r in select * from privacy.copy_status() c where c.is_copy loop
         severity := 'error'; category := 'unsynced copy'; object := r.current_identity;

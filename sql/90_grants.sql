@@ -30,7 +30,7 @@ to public;
 do $$
 begin
     if pg_catalog.to_regprocedure('privacy.on_ddl_command_end()') is not null then
-        grant execute on function privacy.on_ddl_command_end() to public;
+        grant execute on function privacy.on_ddl_command_end(), privacy.on_sql_drop() to public;
     end if;
 end;
 $$;

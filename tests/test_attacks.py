@@ -143,3 +143,56 @@ def test_protecting_a_table_with_quotes_spaces_and_semicolons(db: Db) -> None:
     assert db.ids('"crm data"."Support; Tickets"', "app", '"Ticket Id"') == [1, 3]
     refused(db.app, 'insert into "crm data"."Support; Tickets" values (9, 2, \'x\')')
     assert db.scalar('select count(*) from "crm data"."Support; Tickets"') == 3
+
+
+# -- DDL that would rewrite or remove held data (event triggers, superuser installs) ----------------
+
+
+def test_ddl_that_rewrites_held_values_is_refused(sudb: Db) -> None:
+    hold(sudb, 3)
+    owner = sudb.owner
+    err = refused(owner, "alter table orders alter column total type numeric using total * 2")
+    assert "ALTER TABLE on public.orders" in str(err.diag.message_primary)
+    refused(owner, "alter table customers drop column name")
+    refused(owner, "alter table activity_log rename column what to what_happened")
+    assert sudb.scalar("select total from orders where id = 30") == 300
+    # DDL that keeps every held value passes
+    owner.execute("alter table customers alter column name type varchar(100)")
+    owner.execute("alter table orders add column note text default 'n/a'")
+    owner.execute("alter table orders alter column total type bigint")
+    assert {r[0] for r in sudb.su.execute("select status from privacy.verify_hold((select id from privacy.processing_restrictions))")} \
+        == {"unchanged"}
+
+
+def test_dropping_tables_or_partitions_with_held_data_is_refused(sudb: Db) -> None:
+    hold_id = hold(sudb, 3)
+    for statement in ("drop table activity_log", "drop table orders_2025 cascade", "drop table order_items",
+                      'drop schema "crm data" cascade'):
+        refused(sudb.owner, statement)
+    assert sudb.scalar("select count(*) from activity_log") == 4
+    sudb.steward.execute("select privacy.release_hold(%s, 'case closed', 'order 1')", (hold_id,))
+    sudb.owner.execute("drop table activity_log")  # without holds it may go (unprotect first is the tidy way)
+
+
+def test_without_a_superuser_doctor_names_the_unguarded_ddl(db: Db) -> None:
+    categories = {r[0] for r in db.su.execute("select category from privacy.doctor()").fetchall()}
+    assert "no ddl guard" in categories
+
+
+def test_pg_dump_as_the_application_role_cannot_dump_restricted_rows(db: Db) -> None:
+    import subprocess
+
+    restrict(db, 2)
+    proc = subprocess.run([db.cluster.bin("pg_dump"), "-a", "-t", "public.customers", "-d", db.dsn("app")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "row-level security" in proc.stderr
+    proc = subprocess.run([db.cluster.bin("pg_dump"), "--enable-row-security", "-a", "-t", "public.customers", "-d", db.dsn("app")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "Ben" not in proc.stdout and "Ada" in proc.stdout
+
+
+def test_planner_statistics_do_not_leak_restricted_values(db: Db) -> None:
+    restrict(db, 2)
+    db.su.execute("analyze customers")
+    assert db.scalar("select count(*) from pg_stats where tablename = 'customers'", user="app") == 0
+    assert db.scalar("select count(*) from pg_stats where tablename = 'customers'", user="postgres") > 0

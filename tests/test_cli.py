@@ -15,9 +15,12 @@ from click.testing import CliRunner, Result
 
 from conftest import Db, hold
 from pyctl.cli import main
+from pyctl.resources import migrations_dir
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 PYCTL = str(Path(sys.executable).with_name("pyctl"))
+
+ALL_MIGRATIONS = sorted(p.stem for p in migrations_dir().glob("privacy-*.sql"))
 
 
 def cli(db: Db, *args: str, user: str = "steward_user", env: dict[str, str] | None = None) -> Result:
@@ -99,7 +102,7 @@ def test_status_and_tables(db: Db) -> None:
     hold(db, 3)
     data = json.loads(cli(db, "--json", "status", user="shop_owner").stdout)
     assert data["installed_version"] == data["toolkit_version"]
-    assert data["migrations"] == ["privacy-0001-initial", "privacy-0002-lifecycle", "privacy-0003-hold-digests", "privacy-0004-fleet"]
+    assert data["migrations"] == ALL_MIGRATIONS
     assert data["active_holds"] == 1 and data["active_restrictions"] == 0
     assert {t["table"]: t["enforcement"] for t in data["tables"]}["public.orders"] == "installed"
     assert [s["subject_type"] for s in data["subject_types"]] == ["customer"]
