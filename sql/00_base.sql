@@ -43,6 +43,17 @@ as $$
                     where c.oid = p_table and pg_catalog.pg_has_role(p_role, c.relowner, 'USAGE'))
 $$;
 
+-- The role the session acts as: the role it SET, else its login. Unlike current_user
+-- it is the same inside SECURITY DEFINER functions, so they can record who called.
+create or replace function privacy.session_role()
+    returns name
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name
+$$;
+
 -- The role a person is acting as: inside a referential cascade PostgreSQL runs as
 -- the table owner, so below the first trigger level we judge by the role the
 -- session has set (SET ROLE), else its login.
@@ -53,7 +64,7 @@ create or replace function privacy.acting_role()
     language sql
 as $$
     select case when pg_catalog.pg_trigger_depth() > 1
-                then coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name
+                then privacy.session_role()
                 else current_user
            end
 $$;
@@ -156,7 +167,7 @@ begin
     v.seq := coalesce(v_last.seq, 0) + 1;
     v.recorded_at := pg_catalog.clock_timestamp();
     v.session_role := session_user;
-    v.acting_role := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user);
+    v.acting_role := privacy.session_role();
     v.event := p_event;
     v.subject_type := p_subject_type;
     v.subject_key := p_subject_key;

@@ -1,7 +1,7 @@
 -- sql/30_holds.sql: placing and releasing legal holds and processing restrictions.
 
--- The subject key in its canonical text form, or a clear error when the subject
--- type is unknown or no row of the root table has that key.
+-- The subject key in its canonical text form (privacy.subject_key, sql/70_export.sql),
+-- or a clear error when no row of the root table has that key.
 create or replace function privacy.canonical_key(p_subject_type text, p_key text)
     returns text
     stable
@@ -10,24 +10,15 @@ create or replace function privacy.canonical_key(p_subject_type text, p_key text
     language plpgsql
 as $$
 declare
+    v_key text := privacy.subject_key(p_subject_type, p_key);
     s privacy.subject_types;
-    v_key text;
+    v_found boolean;
 begin
     select * into s from privacy.subject_types x where x.subject_type = p_subject_type;
-    if not found then
-        perform privacy.fail(pg_catalog.format('unknown subject type %L', p_subject_type));
-    end if;
-    if p_key is null or p_key = '' then
-        perform privacy.fail('a subject key is required');
-    end if;
-    begin
-        execute pg_catalog.format('select (%I)::text from %s where %I = $1::%s',
-            s.key_column, privacy.qualified(s.table_schema, s.table_name), s.key_column, s.key_type)
-          into v_key using p_key;
-    exception when data_exception then
-        perform privacy.fail(pg_catalog.format('%L is not a valid %s key (%s)', p_key, p_subject_type, s.key_type));
-    end;
-    if v_key is null then
+    execute pg_catalog.format('select exists (select 1 from %s where %I = $1::%s)',
+        privacy.qualified(s.table_schema, s.table_name), s.key_column, s.key_type)
+      into v_found using v_key;
+    if not v_found then
         perform privacy.fail(pg_catalog.format('unknown subject %s/%s: no row in %s with %s = %L', p_subject_type, p_key,
             privacy.qualified(s.table_schema, s.table_name), pg_catalog.quote_ident(s.key_column), p_key));
     end if;
@@ -100,7 +91,7 @@ begin
     end if;
     insert into privacy.processing_restrictions (kind, subject_type, subject_key, case_ref, reason, placed_by, placed_role)
     values ('legal_hold', p_subject_type, v_key, p_case, p_reason, session_user,
-            coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user))
+            privacy.session_role())
     returning id into v_id;
     perform privacy.refresh_subject(p_subject_type, v_key);
     perform privacy.ledger_append('hold_placed', p_subject_type, v_key, v_id,
@@ -132,7 +123,7 @@ begin
     end if;
     insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
     values ('restriction', p_subject_type, v_key, p_basis, p_reason, session_user,
-            coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user))
+            privacy.session_role())
     returning id into v_id;
     perform privacy.refresh_subject(p_subject_type, v_key);
     perform privacy.ledger_append('restriction_placed', p_subject_type, v_key, v_id,
@@ -204,7 +195,7 @@ create or replace function privacy.restriction_step(p_id uuid, p_step text, p_te
 as $$
 declare
     r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
-    v_actor name := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user);
+    v_actor name := privacy.session_role();
 begin
     if p_text is null or pg_catalog.btrim(p_text) = '' then
         perform privacy.fail(pg_catalog.format('the %s step needs %s', p_step,
@@ -294,7 +285,7 @@ begin
     end if;
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
-           released_role = coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user),
+           released_role = privacy.session_role(),
            release_reason = p_reason, release_reference = p_reference
      where id = p_id;
     perform privacy.refresh_subject(r.subject_type, r.subject_key);
@@ -326,7 +317,7 @@ begin
     end if;
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
-           released_role = coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user),
+           released_role = privacy.session_role(),
            release_reason = coalesce(p_reason, 'lifecycle complete'),
            release_forced = coalesce(p_force, false) and pg_catalog.cardinality(v_missing) > 0
      where id = p_id;
@@ -353,7 +344,7 @@ begin
     if p_reason is null or pg_catalog.btrim(p_reason) = '' then
         perform privacy.fail('break-glass needs a reason');
     end if;
-    if not pg_catalog.pg_has_role(coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name,
+    if not pg_catalog.pg_has_role(privacy.session_role(),
                                   privacy.steward_role(), 'MEMBER') then
         perform privacy.fail('break-glass is for stewards only');
     end if;
@@ -364,7 +355,7 @@ begin
     v_seq := privacy.ledger_append('break_glass', null, null, null, pg_catalog.jsonb_build_object('reason', p_reason));
     insert into privacy.break_glass (xact, session_role, acting_role, reason, declared_at, ledger_seq)
     values (pg_catalog.pg_current_xact_id(), session_user,
-            coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user), p_reason, pg_catalog.now(), v_seq);
+            privacy.session_role(), p_reason, pg_catalog.now(), v_seq);
     return v_seq;
 end;
 $$;

@@ -35,7 +35,7 @@ begin
             perform privacy.refuse(p_relid::regclass::text, 'ALTER TABLE', 1::smallint,
                 (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.subject_type, r.subject_key))
                    from privacy.processing_restrictions r where r.id = h.id),
-                coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name);
+                privacy.session_role());
         end loop;
     end loop;
 end;
@@ -101,7 +101,7 @@ begin
                 perform privacy.refuse(v_rel::regclass::text, 'DETACH', 1::smallint,
                     (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.subject_type, r.subject_key))
                        from privacy.processing_restrictions r where r.kind = 'legal_hold' and r.released_at is null),
-                    coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name);
+                    privacy.session_role());
             end if;
         end if;
     end loop;

@@ -18,7 +18,7 @@ grant execute on function
     privacy.is_held(text, text), privacy.is_held(text, bigint), privacy.is_held(text, uuid),
     privacy.is_restricted(text, text), privacy.is_restricted(text, bigint), privacy.is_restricted(text, uuid),
     -- called by the row and TRUNCATE triggers, which run as the writing role
-    privacy.refuse(text, text, smallint, jsonb, name), privacy.is_privileged(name, oid), privacy.acting_role(),
+    privacy.refuse(text, text, smallint, jsonb, name), privacy.is_privileged(name, oid), privacy.acting_role(), privacy.session_role(),
     privacy.check_truncate(oid, name), privacy.steward_role(), privacy.guard_truncate(),
     privacy.break_glass_reason(name),
     privacy.journal(text, oid, text, jsonb, jsonb, jsonb, jsonb, name), privacy.toolkit_version(),
