@@ -355,6 +355,11 @@ def protect(table_name: str, subject_type: str | None, column: str | None, via: 
     rows = run("select privacy.describe_path(p) as path from privacy.protected_tables p "
                "where privacy.qualified(p.table_schema, p.table_name) = %s", (resolved,), write=False)
     click.echo(f"protected {resolved} ({rows[0]['path'] if rows else '?'})", err=True)
+    # Views that read it with their owner's rights would hand restricted rows out: say so now.
+    exposed = run("select finding, fix from privacy.doctor() where category in ('definer view', 'materialized view') "
+                  "and position(%s in finding) > 0", (resolved,), write=False)
+    for e in exposed:
+        click.echo(f"warning: {e['finding']}; fix: {e['fix']}", err=True)
 
 
 @main.command()

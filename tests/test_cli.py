@@ -121,6 +121,15 @@ def test_protect_and_unprotect_from_the_cli(db: Db) -> None:
     assert db.scalar("select count(*) from privacy.protected_tables where table_name = 'notes'") == 0
 
 
+def test_protect_warns_about_views_that_would_hand_out_restricted_rows(db: Db) -> None:
+    db.owner.execute("create table notes (id int primary key, customer_id int references customers(id), body text)")
+    db.owner.execute("create view recent_notes as select * from notes; grant select on recent_notes to app")
+    result = cli(db, "protect", "notes", "--via", "customer_id", user="shop_owner")
+    assert result.exit_code == 0
+    assert "warning: view public.recent_notes reads public.notes with its owner's rights" in result.stderr
+    assert "ALTER VIEW public.recent_notes SET (security_invoker = on)" in result.stderr
+
+
 def test_subject_add_from_the_cli(empty_db: Db) -> None:
     empty_db.owner.execute("create table members (member_no text primary key, name text)")
     assert CliRunner().invoke(main, ["--dsn", empty_db.dsn(), "install"]).exit_code == 0
