@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import math
 import secrets
 import sys
 from collections.abc import Callable
@@ -29,16 +31,42 @@ class Settings:
     json: bool
 
 
+# What str.splitlines() splits on: an error message quoting input shows them escaped, on one line.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(message: str) -> str:
+    return message.translate(_LINE_BREAKS)
+
+
 class PyctlGroup(click.Group):
     """Turns expected failures into one 'Error: ...' line and exit code 1."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # No argument from a real command line holds a NUL; one passed in-process would reach
+        # file names and connection strings cut short.
+        for arg in args:
+            if "\x00" in arg:
+                raise click.UsageError(f"argument {one_line(repr(arg[:60]))} contains a NUL character", ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except PyctlError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(one_line(str(exc))) from None
         except psycopg.Error as exc:
-            raise click.ClickException(describe(exc)) from None
+            raise click.ClickException(one_line(describe(exc))) from None
+        except UnicodeError as exc:
+            # Bytes that are not UTF-8 in an argument or the environment (Python keeps them as surrogates).
+            if isinstance(exc, UnicodeEncodeError):
+                raise click.ClickException(f"{exc.object[max(exc.start - 30, 0):exc.end + 30]!r} is not valid UTF-8") from None
+            raise click.ClickException(one_line(str(exc))) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # click's own handling: stdout was closed (pyctl ... | head)
+            # A file or directory named on the command line that cannot be used (a name too long, ...).
+            raise click.ClickException(one_line(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))) from None
 
 
 def json_option(func: F) -> F:
@@ -55,11 +83,18 @@ def json_option(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if math.isnan(value):  # FloatRange lets NaN through
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 def wait_option(func: F) -> F:
     """Adds --wait-followers/--timeout: return only once every registered follower has replayed the change."""
 
     @click.option("--wait-followers", is_flag=True, help="Return only once every registered follower has replayed the change.")
-    @click.option("--timeout", type=float, default=30.0, show_default=True, metavar="S", help="How long --wait-followers waits.")
+    @click.option("--timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True, metavar="S",
+                  callback=_not_nan, help="How long --wait-followers waits.")
     @functools.wraps(func)
     def wrapper(*args: Any, wait_followers: bool, timeout: float, **kwargs: Any) -> Any:
         result = func(*args, **kwargs)

@@ -47,6 +47,8 @@ def connect(dsn: str | None, *, autocommit: bool = True) -> psycopg.Connection:
         raise PyctlError(f"cannot connect: {describe(exc)}") from None
     except psycopg.ProgrammingError as exc:
         raise PyctlError(f"malformed connection string: {describe(exc)}") from None
+    except UnicodeError as exc:  # a host name (PGHOST, host=) with bytes that are not UTF-8
+        raise PyctlError(f"cannot connect: {exc}") from None
 
 
 @contextmanager

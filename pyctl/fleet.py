@@ -122,6 +122,9 @@ def wait_for_followers(primary: psycopg.Connection, timeout: float) -> list[str]
         except psycopg.Error as exc:
             raise PyctlError(f"follower {row['name']} is unreachable ({describe(exc)}); the change is in force on the primary") from None
         try:
+            if conn.execute("select pg_is_in_recovery()").fetchone() == (False,):
+                raise PyctlError(f"follower {row['name']} is not a follower (it is not in recovery: promoted, or registered "
+                                 "by mistake), so it will never replay the change; the change is in force on the primary")
             while True:
                 replayed = conn.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn, pg_last_wal_replay_lsn()",
                                         (lsn,)).fetchone()
@@ -160,6 +163,8 @@ def export_state(dsn: str | None, path: str) -> dict[str, Any]:
     body = json.dumps(state, sort_keys=True, separators=(",", ":"))
     document = {"format": STATE_FORMAT, "sha256": hashlib.sha256(body.encode()).hexdigest(), "state": state}
     target = Path(path)
+    if target.is_dir():
+        raise PyctlError(f"cannot write {path}: it is a directory")
     tmp = target.with_name(f".{target.name}.partial")
     try:
         tmp.write_text(json.dumps(document, sort_keys=True, indent=1), encoding="utf-8")

@@ -10,6 +10,7 @@ from psycopg import sql
 from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
+from yoyo.exceptions import LockTimeout
 
 from . import __version__
 from .db import PyctlError, connect, describe, require_primary, resolve_dsn
@@ -42,11 +43,21 @@ def apply_migrations(conninfo: str) -> list[str]:
     backend = _backend_for(conninfo)
     try:
         migrations = read_migrations(str(migrations_dir()))
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            ids = [m.id for m in pending]
-            # post-apply.py reloads sql/; install does that itself, in one transaction.
-            backend.apply_migrations_only(pending)
+        # yoyo's lock is a committed row, deleted when the migrations are done: a server that
+        # crashed meanwhile leaves it behind for ever. A lock taken before the server last
+        # started is stale (its holder's connection died with the server): clear it.
+        backend.connection.execute(
+            f"delete from {backend.lock_table_quoted} "
+            "where ctime < pg_catalog.pg_postmaster_start_time() at time zone 'UTC'")
+        try:
+            with backend.lock():
+                pending = backend.to_apply(migrations)
+                ids = [m.id for m in pending]
+                # post-apply.py reloads sql/; install does that itself, in one transaction.
+                backend.apply_migrations_only(pending)
+        except LockTimeout as exc:
+            raise PyctlError(f"migration failed: {exc} (another install or `yoyo apply` is running, "
+                             "or one that was interrupted left its lock)") from None
         return ids
     finally:
         backend.connection.close()
