@@ -870,7 +870,8 @@ def recipient_ack(name: str, event: int) -> None:
 
 
 @main.command()
-@click.option("--since", default=0, type=int, metavar="POSITION", help="Print events after this ledger position (default: all).")
+@click.option("--since", default=0, type=click.IntRange(0, 2**63 - 1), metavar="POSITION",
+              help="Print events after this ledger position (default: all).")
 @click.option("--limit", type=int, metavar="N", help="Stop after N events.")
 @click.option("--idle-timeout", type=float, metavar="SECONDS", help="Stop after this long without an event.")
 def watch(since: int, limit: int | None, idle_timeout: float | None) -> None:
