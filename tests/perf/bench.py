@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import attribution  # tests/perf/attribution.py, next to this file
 import psycopg
 
 import pyctl
@@ -46,8 +47,9 @@ APP = "app"  # the application's login role: subject to every rule
 STEWARD = "steward_user"  # places and releases holds and restrictions
 CLIENTS = 2
 NOISY = 0.10  # share of the machine's CPU other processes may take during a run before it is repeated
-MAX_RETRIES = 2
-QUIET_WAIT = 20.0  # seconds to wait, before a pair, for other processes to go quiet
+MAX_RETRIES = 1
+PERF_WORKLOADS = ("pk_direct", "update", "insert", "delete", "tpcb")  # not the scans: parallel workers are not sampled
+QUIET_WAIT = 10.0  # seconds to wait, before a pair, for other processes to go quiet
 
 BASE, TK = "bench_base", "bench_tk"  # the two databases every workload compares
 R_LOW, R_HIGH = "bench_r_low", "bench_r_high"  # toolkit, few and many active restrictions
@@ -78,6 +80,7 @@ class Scale:
     restrictions_high: int
     placements: int  # subjects whose hold and restriction placement/release are timed, per database
     shared_buffers: str
+    slices: int = 1  # each run is this many interleaved pgbench runs per database
 
     @property
     def orders(self) -> int:
@@ -89,8 +92,8 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale(customers=100_000, pgbench_scale=10, runs=3, duration=12, restrictions_low=100,
-                  restrictions_high=10_000, placements=500, shared_buffers="2GB"),
+    "full": Scale(customers=100_000, pgbench_scale=10, runs=3, duration=10, restrictions_low=100,
+                  restrictions_high=10_000, placements=500, shared_buffers="2GB", slices=5),
     "small": Scale(customers=10_000, pgbench_scale=2, runs=3, duration=1, restrictions_low=10,
                    restrictions_high=1_000, placements=100, shared_buffers="512MB"),
 }
@@ -154,6 +157,26 @@ class CpuMeter:
             if int(entry) == self.postmaster or int(fields[1]) == self.postmaster:
                 total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
         return total
+
+    def children(self) -> int:
+        n = 0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                if int(data[data.rindex(")") + 2:].split()[1]) == self.postmaster:
+                    n += 1
+        return n
+
+    def wait_children(self, count: int, timeout: float = 3.0) -> None:
+        """Waits until the postmaster is back to COUNT children: the backends of a finished
+        pgbench have exited and been reaped, so their CPU time is in the postmaster's."""
+        deadline = time.monotonic() + timeout
+        while self.children() > count and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def sample(self) -> dict[str, float]:
         with open("/proc/stat", encoding="ascii") as f:
@@ -372,25 +395,35 @@ class Bench:
                             + "\n".join(lines) + "\n", encoding="utf-8")
         return path
 
-    def pgbench(self, db: str, workload: str, duration: int) -> Run:
+    def pgbench_args(self, db: str, workload: str, duration: int) -> list[str]:
         s = self.scale
         variables = {"ncust": s.customers, "norders": s.orders, "nitems": s.items, "scale": s.pgbench_scale}
-        args = ["-n", "-c", str(CLIENTS), "-j", str(CLIENTS), "-T", str(duration), "-M", self.protocol,
-                "-f", str(self.script(workload))]
+        args = [self.cluster.bin("pgbench"), "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", APP,
+                "-n", "-c", str(CLIENTS), "-j", str(CLIENTS), "-T", str(duration), "-M", self.protocol, "-f", str(self.script(workload))]
         for k, v in variables.items():
             args += ["-D", f"{k}={v}"]
-        before = self.meter.sample()
-        text = self.pgbench_cmd([*args, db])
-        cpu = self.meter.delta(before, self.meter.sample())
+        return [*args, db]
+
+    def parse_pgbench(self, db: str, workload: str, text: str, cpu: dict[str, float]) -> Run:
         tps = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", text, re.M)
         done = re.search(r"^number of transactions actually processed: (\d+)", text, re.M)
         failed = re.search(r"^number of failed transactions: (\d+)", text, re.M)
         if not tps or not done:
-            raise RuntimeError(f"cannot read pgbench's output:\n{text}")
+            raise RuntimeError(f"cannot read pgbench's output for {workload} on {db}:\n{text}")
         run = Run(db, float(tps.group(1)), int(done.group(1)), int(failed.group(1)) if failed else 0, cpu)
         if run.failed:
             raise RuntimeError(f"{run.failed} failed transactions in {workload} on {db}:\n{text}")
         return run
+
+    def pgbench(self, db: str, workload: str, duration: int) -> Run:
+        idle = self.meter.children()
+        before = self.meter.sample()
+        proc = subprocess.run(self.pgbench_args(db, workload, duration), capture_output=True, text=True, check=False)
+        self.meter.wait_children(idle)
+        cpu = self.meter.delta(before, self.meter.sample())
+        if proc.returncode != 0:
+            raise RuntimeError(f"pgbench failed ({proc.returncode}) for {workload} on {db}:\n{proc.stdout}\n{proc.stderr}")
+        return self.parse_pgbench(db, workload, proc.stdout + proc.stderr, cpu)
 
     def after_run(self, db: str, w: Workload) -> None:
         if w.key == "insert":
@@ -401,17 +434,23 @@ class Bench:
             self.sql(db, "vacuum " + ", ".join(w.vacuum))
 
     def pair(self, w: Workload, first: str, second: str, label: str) -> tuple[Run, Run, int]:
-        """One run in each database, back to back; repeated (up to MAX_RETRIES times) while
-        other processes took more than NOISY of the machine's CPU during either run, keeping
-        the quietest attempt."""
+        """One run in each database: SLICES short pgbench runs per database, interleaved
+        first, second, second, first, ... so that whatever else loads the machine meanwhile
+        (and any drift) falls on both alike; the run's TPS is its transactions over its
+        measured time. Repeated (up to MAX_RETRIES times, within the time budget) while other
+        processes took more than NOISY of the CPU, keeping the quietest attempt."""
         attempts: list[tuple[Run, Run]] = []
+        slices = self.scale.slices
         while True:
             if time.monotonic() < self.retry_deadline:
                 self.meter.wait_quiet(QUIET_WAIT)
-            a = self.pgbench(first, w.key, self.scale.duration)
-            self.after_run(first, w)
-            b = self.pgbench(second, w.key, self.scale.duration)
-            self.after_run(second, w)
+            parts: dict[str, list[Run]] = {first: [], second: []}
+            for i in range(slices):
+                for db in ((first, second) if i % 2 == 0 else (second, first)):
+                    parts[db].append(self.pgbench(db, w.key, self.scale.duration // slices))
+            for db in (first, second):
+                self.after_run(db, w)
+            a, b = (self.merge(parts[db]) for db in (first, second))
             attempts.append((a, b))
             noise = max(a.cpu["foreign_share"], b.cpu["foreign_share"])
             if noise <= NOISY or len(attempts) > MAX_RETRIES or time.monotonic() > self.retry_deadline:
@@ -419,6 +458,17 @@ class Bench:
             log(f"{label}: other processes took {noise:.0%} of the CPU during the pair; running it again")
         best = min(attempts, key=lambda ab: max(ab[0].cpu["foreign_share"], ab[1].cpu["foreign_share"]))
         return best[0], best[1], len(attempts) - 1
+
+    @staticmethod
+    def merge(parts: list[Run]) -> Run:
+        """Slices of one run as one: transactions over the time pgbench measured them in."""
+        tx = sum(r.transactions for r in parts)
+        seconds = sum(r.transactions / r.tps for r in parts if r.tps > 0)
+        cpu = {k: sum(r.cpu[k] for r in parts) for k in ("wall_s", "server_cpu_s", "pgbench_cpu_s", "foreign_cpu_s")}
+        cores = os.cpu_count() or 1
+        cpu["foreign_share"] = cpu["foreign_cpu_s"] / (cpu["wall_s"] * cores)
+        cpu["steal_share"] = sum(r.cpu["steal_share"] * r.cpu["wall_s"] for r in parts) / cpu["wall_s"]
+        return Run(parts[0].db, tx / seconds if seconds else 0.0, tx, sum(r.failed for r in parts), cpu)
 
     def compare(self, workloads: list[Workload]) -> list[Result]:
         results = {w.key: Result(w.key, w.label, w.budget) for w in workloads}
@@ -522,7 +572,70 @@ class Bench:
         out["growth_p50"] = {op: out["databases"][TK][op]["p50_ms"] / out["databases"][TENTH][op]["p50_ms"] for op in ops}
         return out
 
+    def placement_profile(self, subjects: int = 50) -> dict[str, Any]:
+        """What placement and release spend their time in: the same cycle on SUBJECTS more
+        subjects with track_functions = 'pl', per call of each toolkit function."""
+        self.sql("postgres", f"alter database {TK} set track_functions = 'pl'")
+        try:
+            self.sql(TK, "select pg_stat_reset()")
+            n = self.scale.customers // 100
+            with self.conn(TK, STEWARD) as conn:
+                lifecycle = conn.execute("select to_regprocedure('privacy.approve_release(uuid, text)') is not null").fetchone()
+                for i in range(subjects):
+                    key = str((i * n // subjects) * 100 + 75)
+                    row = conn.execute("select privacy.place_hold('customer', %s, 'BENCH-P', 'profile')", (key,)).fetchone()
+                    assert row
+                    conn.execute("select privacy.release_hold(%s, 'profile done', 'case closed')", (row[0],))
+                    row = conn.execute("select privacy.place_restriction('customer', %s, 'accuracy', 'profile')", (key,)).fetchone()
+                    assert row
+                    if lifecycle and lifecycle[0]:
+                        with conn.transaction():
+                            conn.execute("select privacy.verify_restriction(%s, 'checked')", (row[0],))
+                            conn.execute("select privacy.notify_subject(%s, 'email')", (row[0],))
+                            conn.execute("select privacy.approve_release(%s, 'signed')", (row[0],))
+                    conn.execute("select privacy.release_restriction(%s, 'profile done')", (row[0],))
+            time.sleep(1.0)
+            rows = self.sql(TK, "select funcname, calls, total_time, self_time from pg_stat_user_functions "
+                                "where schemaname = 'privacy' and calls > 0 order by total_time desc")
+        finally:
+            self.sql("postgres", f"alter database {TK} reset track_functions")
+        return {"subjects": subjects, "functions": [
+            {"function": f"privacy.{f}", "calls": c, "total_ms_per_call": tt / c, "self_ms_per_call": st / c,
+             "total_ms_per_subject": tt / subjects} for f, c, tt, st in rows]}
+
     # -- profiles -------------------------------------------------------------------------------
+    def perf_attribution(self, workloads: list[Workload], seconds: int = 4) -> dict[str, Any]:
+        """perf samples of the pgbench backends, by what PostgreSQL was doing (attribution.py)."""
+        out: dict[str, Any] = {}
+        for w in workloads:
+            if w.key not in PERF_WORKLOADS:
+                continue
+            out[w.key] = {}
+            for db in (TK, BASE):
+                state: dict[str, Any] = {}
+
+                def start(duration: int, db: str = db, w: Workload = w, state: dict[str, Any] = state) -> subprocess.Popen[str]:
+                    state["idle"] = self.meter.children()
+                    state["before"] = self.meter.sample()
+                    return subprocess.Popen(self.pgbench_args(db, w.key, duration), stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, text=True)
+
+                def pids(db: str = db) -> list[int]:
+                    return [r[0] for r in self.sql("postgres", "select pid from pg_stat_activity where application_name = 'pgbench' "
+                                                               f"and datname = '{db}'")]
+
+                def finish(proc: subprocess.Popen[str], db: str = db, w: Workload = w,
+                           state: dict[str, Any] = state) -> tuple[float, float]:
+                    text, _ = proc.communicate()
+                    self.meter.wait_children(state["idle"])
+                    run = self.parse_pgbench(db, w.key, text, self.meter.delta(state["before"], self.meter.sample()))
+                    self.after_run(db, w)
+                    return run.tps, run.cpu["server_cpu_s"] * 1e6 / max(1, run.transactions)
+
+                self.meter.wait_quiet(QUIET_WAIT)
+                out[w.key][db] = attribution.profile(start, pids, seconds, finish)
+        return out
+
     def params(self) -> dict[str, int]:
         s = self.scale
         o = s.orders // 2 + 5
@@ -560,14 +673,18 @@ class Bench:
                 if not w.dml:
                     continue
                 self.sql(TK, "select pg_stat_reset()")
-                run = self.pgbench(TK, w.key, 3)
-                self.after_run(TK, w)
-                time.sleep(1.0)  # let the pgbench backends exit and flush their statistics
+                run = self.pgbench(TK, w.key, 3 if self.scale.duration >= 5 else 1)
+                time.sleep(1.0)  # let the pgbench backends' statistics arrive
                 rows = self.sql(TK, "select schemaname || '.' || funcname, calls, total_time, self_time "
                                     "from pg_stat_user_functions where calls > 0 order by total_time desc")
+                scans = self.sql(TK, "select relname, seq_scan, coalesce(idx_scan, 0) from pg_stat_user_tables "
+                                     "where schemaname = 'privacy' and (seq_scan > 0 or idx_scan > 0) order by 1")
+                self.after_run(TK, w)
                 out[w.key] = {"transactions": run.transactions, "tps": run.tps, "functions": [
                     {"function": f, "calls_per_tx": c / run.transactions, "total_us_per_tx": tt * 1000 / run.transactions,
-                     "self_us_per_tx": st * 1000 / run.transactions} for f, c, tt, st in rows]}
+                     "self_us_per_tx": st * 1000 / run.transactions} for f, c, tt, st in rows],
+                    "privacy_table_scans_per_tx": {r: {"seq": sq / run.transactions, "index": ix / run.transactions}
+                                                   for r, sq, ix in scans}}
         finally:
             self.sql("postgres", f"alter database {TK} reset track_functions")
         return out
@@ -616,8 +733,11 @@ def report(out: dict[str, Any]) -> str:
     lines.append(f"pyctl benchmark, scale {out['scale_name']}: {s['customers']:,} customers, {s['customers'] * 10:,} orders, "
                  f"{s['customers'] * 20:,} order items, pgbench scale {s['pgbench_scale']}; 1% of customers held, 1% restricted")
     lines.append(f"machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gb', '?')} GB; {out['postgres']}")
-    lines.append(f"pgbench -c {CLIENTS} -j {CLIENTS} -M {out['protocol']}, {s['runs']} alternating runs of {s['duration']} s each, "
-                 "as the application role; ratio = median toolkit TPS / median baseline TPS")
+    lines.append(f"pgbench -c {CLIENTS} -j {CLIENTS} -M {out['protocol']} over TCP as the application role; per workload {s['runs']} runs "
+                 f"of {s['duration']} s in each database, each run {s.get('slices', 1)} interleaved slices (toolkit, baseline, baseline, "
+                 "toolkit, ...)")
+    lines.append(f"toolkit {out['toolkit']['version']} (sql {out['toolkit']['sql_sha256']}, repository {out['toolkit']['repository']}); "
+                 f"settings {', '.join(f'{k}={v}' for k, v in out['settings'].items())}")
     lines.append("")
     header = (f"| {'workload':38} | {'budget':>6} | {'toolkit TPS (runs)':>24} | {'baseline TPS (runs)':>24} | {'ratio':>5} | "
               f"{'verdict':7} | {'CPU/tx ratio':>12} |")
@@ -665,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated workload keys to run (default: all)")
     parser.add_argument("--skip", default="", help="comma-separated phases to skip: restrictions,placement,explain,profile")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--perf", action="store_true", help="also attribute the server's CPU per transaction with perf (needs root)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running and print how to reach it")
     args = parser.parse_args(argv)
 
@@ -683,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="pyctl-bench-") as workdir:
             bench = Bench(cluster, scale, args.protocol, Path(workdir))
             # Noisy pairs are repeated only while the whole benchmark stays within its time budget.
-            bench.retry_deadline = started + (17 * 60 if args.scale == "full" else 60)
+            bench.retry_deadline = started + 17 * 60 if args.scale == "full" else 0.0  # the smoke test never waits
             out = bench.out
             out.update({"scale_name": args.scale, "scale": asdict(scale), "protocol": args.protocol, "clients": CLIENTS,
                         "machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -705,12 +826,20 @@ def main(argv: list[str] | None = None) -> int:
             if "placement" not in skip:
                 log(f"timing placement and release on {scale.placements} subjects in {TK} and {TENTH}")
                 out["placement"] = bench.placement()
+                out["placement_profile"] = bench.placement_profile()
             if "explain" not in skip:
                 log("EXPLAIN ANALYZE of every workload in both databases")
                 out["explain"] = bench.explain(workloads)
             if "profile" not in skip:
                 log("per-function profile of the DML workloads (track_functions)")
                 out["function_profile"] = bench.function_profile(workloads)
+            if args.perf:
+                why = attribution.available()
+                if why:
+                    log(f"no perf attribution: {why}")
+                else:
+                    log("perf attribution of the server's CPU per transaction")
+                    out["perf"] = bench.perf_attribution(workloads)
             out["total_seconds"] = round(time.monotonic() - started, 1)
     except BaseException:
         if args.keep:
@@ -739,6 +868,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_details(out: dict[str, Any]) -> None:
     """Everything else in the JSON, readable: the profiles behind the ratios."""
+    pp = out.get("placement_profile")
+    if pp:
+        print(f"\nplacement and release, by toolkit function (track_functions = 'pl', {pp['subjects']} more subjects in {TK}; "
+              "place + release of a hold and of a restriction per subject)")
+        print(f"    {'function':40} {'calls':>6} {'total ms/call':>14} {'self ms/call':>13} {'total ms/subject':>17}")
+        for f in pp["functions"][:25]:
+            print(f"    {f['function']:40} {f['calls']:6} {f['total_ms_per_call']:14.3f} {f['self_ms_per_call']:13.3f} "
+                  f"{f['total_ms_per_subject']:17.3f}")
     prof = out.get("function_profile")
     if prof:
         print("\nper-transaction cost of toolkit functions (track_functions = 'pl', extra 3 s runs of the DML workloads)")
@@ -749,6 +886,25 @@ def print_details(out: dict[str, Any]) -> None:
                       f"self {f['self_us_per_tx']:8.1f} us/tx")
             if not p["functions"]:
                 print("    (no toolkit function called)")
+            for rel, sc in p.get("privacy_table_scans_per_tx", {}).items():
+                print(f"    privacy.{rel:32} {sc['seq']:6.2f} sequential and {sc['index']:6.2f} index scans per transaction")
+    perf = out.get("perf")
+    if perf:
+        print("\nwhere the server's CPU goes, per transaction (perf samples of the pgbench backends, attribution.py; "
+              "us/tx = share of samples x server CPU per transaction in that run, perf overhead included)")
+        for key, dbs in perf.items():
+            tk, base = dbs[TK], dbs[BASE]
+            print(f"\n  {key}: server CPU {tk['server_cpu_us_per_tx']:.1f} us/tx with the toolkit, {base['server_cpu_us_per_tx']:.1f} without")
+            print(f"    {'category':66} {'toolkit':>8} {'baseline':>8} {'extra':>8}")
+            names = sorted(set(tk["categories"]) | set(base["categories"]),
+                           key=lambda n: -(tk["categories"].get(n, {}).get("us_per_tx", 0) - base["categories"].get(n, {}).get("us_per_tx", 0)))
+            for name in names:
+                a = tk["categories"].get(name, {}).get("us_per_tx", 0.0)
+                b = base["categories"].get(name, {}).get("us_per_tx", 0.0)
+                if max(a, b) >= 0.05:
+                    mark = "*" if name in attribution.TOOLKIT else " "
+                    print(f"   {mark}{name:66} {a:8.1f} {b:8.1f} {a - b:+8.1f}")
+        print("  (* the toolkit's own work: its triggers and functions)")
     ex = out.get("explain")
     if ex:
         print("\nEXPLAIN (ANALYZE, BUFFERS) as the application role")

@@ -37,11 +37,11 @@ select g, 'customer ' || g, 'c' || g || '@example.com', timestamptz '2020-01-01'
 
 insert into orders (id, customer_id, placed_on, total, status)
 select g, (g - 1) % {customers} + 1, date '2020-01-01' + (g * 2000::bigint / {orders})::integer,
-       500 + (g * 7919) % 20000, case when g % 17 = 0 then 'cancelled' else 'shipped' end
+       500 + (g::bigint * 7919) % 20000, case when g % 17 = 0 then 'cancelled' else 'shipped' end
   from generate_series(1, {orders}) g;
 
 insert into order_items (id, order_id, product_id, quantity, price)
-select g, (g - 1) % {orders} + 1, 1 + (g * 31) % 5000, 1 + g % 4, 100 + (g * 13) % 9900
+select g, (g - 1) % {orders} + 1, 1 + (g::bigint * 31) % 5000, 1 + g % 4, 100 + (g::bigint * 13) % 9900
   from generate_series(1, {items}) g;
 
 select setval(pg_get_serial_sequence('orders', 'id'), {orders});
