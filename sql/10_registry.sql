@@ -396,6 +396,7 @@ begin
         end if;
     end if;
     execute pg_catalog.format('drop function if exists privacy.%I() cascade', 'pt_' || p.id || '_row');
+    execute pg_catalog.format('drop function if exists privacy.%I() cascade', 'pt_' || p.id || '_insert');
     execute pg_catalog.format('drop function if exists privacy.%I() cascade', 'pt_' || p.id || '_propagate');
     for v_name in select pr.oid::regprocedure::text from pg_catalog.pg_proc pr
                    where pr.pronamespace = 'privacy'::regnamespace and pr.proname in ('pt_' || p.id || '_mark', 'pt_' || p.id || '_subjects') loop

@@ -1,27 +1,64 @@
 -- sql/20_enforce.sql: generates the enforcement of one protected table.
 
--- The mark a new row of SUBJECT gets, after locking the subject's guard bucket FOR
--- SHARE (placement updates it, so a concurrent writer waits or fails to serialize).
-create or replace function privacy.subject_mark_for_write(p_subject_type text, p_key text)
-    returns smallint
+-- Superseded in 0.1.0 by the lookup each generated pt_<n>_mark function does itself
+-- (no nested call: it runs on every INSERT).
+drop function if exists privacy.subject_mark_for_write(text, text);
+
+-- How a writer adding a row of a subject is ordered against a placement for that
+-- subject (privacy.refresh_subject), so that the new row is either seen and marked by
+-- the placement or marked by its writer from the placement's result:
+-- - at READ COMMITTED, the writer takes a shared transaction-level advisory lock on
+--   the subject's bucket (class privacy.subject_lock_class(), one of 256 buckets) and
+--   then reads the subject's mark with a new snapshot; placement takes the same lock
+--   exclusively before it changes anything. An advisory lock is held in memory: no
+--   WAL, no dirtied page, on the path every INSERT takes.
+-- - at REPEATABLE READ and SERIALIZABLE, a snapshot taken before the placement would
+--   miss its marks, so the writer locks the bucket's row in privacy.subject_guards
+--   FOR SHARE instead, which placement updates: the writer then waits for the
+--   placement or fails to serialize.
+create or replace function privacy.subject_lock_class()
+    returns integer
+    immutable
+    set search_path = ''
+    language sql
+as $$ select 1886549625 $$;  -- 'prvy' in ASCII
+
+comment on table privacy.subject_guards is
+    'Placement updates the bucket of its subject; writers at REPEATABLE READ or SERIALIZABLE lock it FOR SHARE before they read the subject''s mark, so one whose snapshot predates a placement waits or fails to serialize instead of adding an unmarked row (READ COMMITTED writers take an advisory lock instead: privacy.subject_lock_class()).';
+
+create or replace function privacy.lock_subject_guard(p_subject_type text, p_key text)
+    returns void
     volatile
     security definer
     set search_path = ''
     language plpgsql
 as $$
-declare
-    v_mark smallint;
 begin
-    if p_key is null then
-        return 0;
-    end if;
     perform 1 from privacy.subject_guards g
       where g.bucket = pg_catalog.hashtext(p_subject_type || '/' || p_key) & 1023 for share;
-    select s.mark into v_mark from privacy.subject_marks s
-     where s.subject_type = p_subject_type and s.subject_key = p_key;
-    return coalesce(v_mark, 0);
 end;
 $$;
+
+-- A type name that means the same whatever the search_path: "pg_catalog.text", not
+-- "text" (the generated functions that run on every write have no SET search_path).
+create or replace function privacy.qualified_type(p_type text)
+    returns text
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.format('%I.%I', n.nspname, t.typname)
+      from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+     where t.oid = p_type::pg_catalog.regtype
+$$;
+
+-- Whether a pg_trigger.tgtype is a BEFORE ... FOR EACH ROW trigger that fires on UPDATE.
+create or replace function privacy.is_before_update_row_trigger(p_tgtype smallint)
+    returns boolean
+    immutable
+    set search_path = ''
+    language sql
+as $$ select p_tgtype::integer & 19 = 19 $$;  -- ROW (1) | BEFORE (2) | UPDATE (16)
 
 -- Column list helpers for the generator: "p.a = $1 and p.b = $2" and friends.
 create or replace function privacy.join_columns(p_template text, p_columns name[], p_sep text)
@@ -87,6 +124,10 @@ declare
     v_body text;
     v_prop text := '';
     v_refby_changed text := '';
+    v_refby_columns name[] := '{}';
+    v_watched text;
+    v_update_of text;
+    v_app_before_update boolean;
     v_has_refby boolean := false;
     v_has_deps boolean := false;
     v_steward text := pg_catalog.quote_literal(privacy.steward_role());
@@ -119,12 +160,24 @@ begin
     end if;
 
     -- 1. The mark of a row, from its path (as definer: never filtered by the caller's
-    --    row-level security, so an indirect path cannot fail open).
+    --    row-level security, so an indirect path cannot fail open). It runs on every
+    --    INSERT, so it is one query and has no SET clause (which costs a GUC save and
+    --    restore per call): every name in it is schema-qualified, operators and types
+    --    included, so the caller's search_path cannot change what it means.
     if p.path_kind = 'column' then
+        -- First the subject's writer lock (privacy.lock_subject_for_write), then, in a
+        -- statement of its own and so with a snapshot taken after the lock, its mark.
         v_body := pg_catalog.format($f$
+declare
+    v_mark smallint;
 begin
-    return privacy.subject_mark_for_write(%L, (a1::%s)::text);
-end;$f$, p.subject_type, v_subject.key_type);
+    perform case when pg_catalog.current_setting('transaction_isolation') operator(pg_catalog.=) 'read committed'
+                 then pg_catalog.pg_advisory_xact_lock_shared(%1$s, pg_catalog.hashtext(%2$L operator(pg_catalog.||) (a1::%3$s)::pg_catalog.text) operator(pg_catalog.&) 255)
+                 else privacy.lock_subject_guard(%4$L, (a1::%3$s)::pg_catalog.text) end;
+    select s.mark into v_mark from privacy.subject_marks s
+     where s.subject_type operator(pg_catalog.=) %4$L and s.subject_key operator(pg_catalog.=) (a1::%3$s)::pg_catalog.text;
+    return coalesce(v_mark, 0);
+end;$f$, privacy.subject_lock_class(), p.subject_type || '/', privacy.qualified_type(v_subject.key_type), p.subject_type);
     elsif p.path_kind = 'via' then
         v_body := pg_catalog.format($f$
 declare
@@ -132,19 +185,18 @@ declare
 begin
     select p.privacy_mark into v_mark from %s p where %s for share of p;
     return coalesce(v_mark, 0);
-end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('p.{c} = a{i}', p.parent_columns, ' and '));
+end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('p.{c} operator(pg_catalog.=) a{i}', p.parent_columns, ' and '));
     else
         v_body := pg_catalog.format($f$
 begin
     return coalesce((select pg_catalog.bit_or(r.privacy_mark) from %s r where %s), 0)::smallint;
-end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('r.{c} = a{i}', p.parent_columns, ' and '));
+end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('r.{c} operator(pg_catalog.=) a{i}', p.parent_columns, ' and '));
     end if;
     v_functions := v_functions || pg_catalog.format($f$
 create or replace function %s_mark(%s)
     returns smallint
     volatile
     security definer
-    set search_path = ''
     language plpgsql
 as $body$%s
 $body$$f$, v_fn, v_params, v_body);
@@ -174,7 +226,8 @@ create or replace function %s_subjects(%s)
 as $body$%s
 $body$$f$, v_fn, v_params, v_body);
 
-    -- 3. The row trigger: runs as the caller, so it knows who is acting. Changes a
+    -- 3. The UPDATE and DELETE trigger: runs as the caller, so it knows who is acting.
+    --    It fires only for marked rows and for changes of a row's path or mark. Changes a
     --    steward makes to restricted rows, and changes under break-glass, are journaled
     --    with the row's identity: its primary key, or the whole row where it has none.
     select coalesce('pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(
@@ -221,28 +274,47 @@ begin
         new.privacy_mark := v_mark;
         return new;
     end if;
+    -- An UPDATE of a marked row, or one that changes the row's path.
     v_mark := %1$s_mark(%3$s);
-    if tg_op = 'UPDATE' then
-        if old.privacy_mark & 1 <> 0 then
-            if privacy.break_glass_reason(privacy.acting_role()) is null then
-                perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
-            end if;
-            perform privacy.journal('break_glass', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
-        elsif old.privacy_mark & 2 <> 0 then
-            if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-                perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s), privacy.acting_role());
-            end if;
-            perform privacy.journal('correction', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
-        elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%3$s), privacy.acting_role());
+    if old.privacy_mark & 1 <> 0 then
+        if privacy.break_glass_reason(privacy.acting_role()) is null then
+            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
         end if;
+        perform privacy.journal('break_glass', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
+    elsif old.privacy_mark & 2 <> 0 then
+        if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s), privacy.acting_role());
+        end if;
+        perform privacy.journal('correction', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
     elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-        perform privacy.refuse(v_table, 'INSERT', 2::smallint, %1$s_subjects(%3$s), privacy.acting_role());
+        perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%3$s), privacy.acting_role());
     end if;
     new.privacy_mark := v_mark;
     return new;
 end;
 $body$$f$, v_fn, v_old_args, v_new_args, v_identity);
+
+    -- 3b. The INSERT trigger: every new row takes its mark from its path, whatever the
+    --     writer put there; a restricted subject's rows only a steward (or the owner)
+    --     may add. It runs on every INSERT: no SET clause, every name qualified.
+    v_functions := v_functions || pg_catalog.format($f$
+create or replace function %1$s_insert()
+    returns trigger
+    volatile
+    language plpgsql
+as $body$
+begin
+    new.privacy_mark := %1$s_mark(%2$s);
+    -- (Nested, so that the common case evaluates one small expression.)
+    if new.privacy_mark operator(pg_catalog.>=) 2 then
+        if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+            perform privacy.refuse(pg_catalog.format('%%I.%%I', tg_table_schema, tg_table_name), 'INSERT', 2::smallint,
+                                   %1$s_subjects(%2$s), privacy.acting_role());
+        end if;
+    end if;
+    return new;
+end;
+$body$$f$, v_fn, v_new_args);
 
     -- 4. Propagation to the tables whose marks derive from this one's rows.
     for d in select * from privacy.protected_tables x
@@ -257,6 +329,7 @@ $body$$f$, v_fn, v_old_args, v_new_args, v_identity);
                 privacy.join_pairs('c.{a} = new.{b}', d.columns, d.parent_columns, ' and '));
         else
             v_has_refby := true;
+            v_refby_columns := v_refby_columns || d.parent_columns;
             v_refby_changed := v_refby_changed || pg_catalog.format(' or (%s) is distinct from (%s)',
                 privacy.join_columns('new.{c}', d.parent_columns, ', '), privacy.join_columns('old.{c}', d.parent_columns, ', '));
             v_prop := v_prop || pg_catalog.format($f$
@@ -295,7 +368,23 @@ $body$$f$, v_fn, v_prop);
     -- 5. Triggers and policies. BEFORE row triggers are named zz_privacy_* so that
     --    PostgreSQL (alphabetical order) fires them after the application's own
     --    BEFORE triggers and they judge the row as it will be written.
-    v_policy_check := pg_catalog.format('privacy_mark < 2 or (select pg_catalog.pg_has_role(%s, ''MEMBER''))', v_steward);
+    --    What an ordinary UPDATE of an unmarked row costs is what PostgreSQL does per
+    --    statement for each row trigger's WHEN clause (it compiles it), so the UPDATE
+    --    triggers are split: one for marked rows with the smallest WHEN there is, one
+    --    for changes of the path or the mark that fires only when the statement names
+    --    those columns (UPDATE OF). An application BEFORE UPDATE trigger could change
+    --    them without the statement naming them: where a table has one, the second
+    --    trigger (and the propagation) fire on every UPDATE and test the values.
+    v_policy_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%s, ''MEMBER'')', v_steward);
+    select pg_catalog.string_agg(pg_catalog.quote_ident(c), ', ' order by c) into v_watched
+      from (select distinct c from pg_catalog.unnest(array['privacy_mark'::name] || p.columns || v_refby_columns) c) w;
+    select exists (
+        select 1 from pg_catalog.pg_trigger t
+         where t.tgrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
+           and not t.tgisinternal and t.tgname !~ '^(zz_)?privacy_'
+           and privacy.is_before_update_row_trigger(t.tgtype))
+      into v_app_before_update;
+    v_update_of := case when v_app_before_update then '' else ' of ' || v_watched end;
     for v_target, v_is_partition in
         select y.relid, y.is_partition from (
             select p_table::oid as relid, false as is_partition, 0 as depth
@@ -305,20 +394,23 @@ $body$$f$, v_fn, v_prop);
     loop
         if v_target = p_table::oid or not v_is_partition then
             v_ddl := v_ddl || pg_catalog.format(
-                'create trigger zz_privacy_before_insert before insert on %s for each row execute function %s_row()',
+                'create trigger zz_privacy_before_insert before insert on %s for each row execute function %s_insert()',
                 v_target::regclass, v_fn);
             v_ddl := v_ddl || pg_catalog.format(
-                'create trigger zz_privacy_before_update before update on %s for each row when '
-                '(old.privacy_mark <> 0 or new.privacy_mark is distinct from old.privacy_mark or (%s) is distinct from (%s)) '
-                'execute function %s_row()', v_target::regclass, v_new_args, v_old_args, v_fn);
+                'create trigger zz_privacy_before_update before update on %s for each row when (old.privacy_mark <> 0) '
+                'execute function %s_row()', v_target::regclass, v_fn);
+            v_ddl := v_ddl || pg_catalog.format(
+                'create trigger zz_privacy_before_update_path before update%s on %s for each row when '
+                '(old.privacy_mark = 0 and (new.privacy_mark <> 0 or (%s) is distinct from (%s))) '
+                'execute function %s_row()', v_update_of, v_target::regclass, v_new_args, v_old_args, v_fn);
             v_ddl := v_ddl || pg_catalog.format(
                 'create trigger zz_privacy_before_delete before delete on %s for each row when (old.privacy_mark <> 0) '
                 'execute function %s_row()', v_target::regclass, v_fn);
             if v_has_deps then
                 v_ddl := v_ddl || pg_catalog.format(
-                    'create trigger privacy_after_update after update on %s for each row when '
+                    'create trigger privacy_after_update after update%s on %s for each row when '
                     '(new.privacy_mark is distinct from old.privacy_mark or (old.privacy_mark <> 0 and (false%s))) '
-                    'execute function %s_propagate()', v_target::regclass, v_refby_changed, v_fn);
+                    'execute function %s_propagate()', v_update_of, v_target::regclass, v_refby_changed, v_fn);
             end if;
             if v_has_refby then
                 v_ddl := v_ddl || pg_catalog.format(
@@ -401,8 +493,8 @@ $body$$f$, v_fn, v_prop);
     end loop;
     -- (Trigger functions cannot be called directly; PostgreSQL checks them when it
     -- clones row triggers onto a new partition, as whoever creates the partition.)
-    execute pg_catalog.format('grant execute on function %s_mark(%s), %s_subjects(%s), %s_row() to public',
-        v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, pg_catalog.array_to_string(v_types, ','), v_fn);
+    execute pg_catalog.format('grant execute on function %s_mark(%s), %s_subjects(%s), %s_row(), %s_insert() to public',
+        v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, v_fn);
     if v_has_deps then
         execute pg_catalog.format('grant execute on function %s_propagate() to public', v_fn);
     end if;

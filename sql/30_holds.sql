@@ -45,7 +45,9 @@ begin
         perform privacy.fail('holds and restrictions are placed and released at READ COMMITTED isolation, so that rows written concurrently are marked too');
     end if;
     -- First, so that writers which checked this subject before us finish first, and
-    -- those after us see our marks.
+    -- those after us see our marks (privacy.subject_lock_class, sql/20_enforce.sql).
+    perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(),
+                                             pg_catalog.hashtext(p_subject_type || '/' || p_key) & 255);
     update privacy.subject_guards set generation = generation + 1
      where bucket = pg_catalog.hashtext(p_subject_type || '/' || p_key) & 1023;
     select (case when pg_catalog.bool_or(r.kind = 'legal_hold') then 1 else 0 end

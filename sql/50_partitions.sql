@@ -119,6 +119,13 @@ begin
         p := privacy.protected_table_of(pg_catalog.to_regclass(s.relation));
         perform privacy.remark_table(p.id, true, pg_catalog.to_regclass(s.relation));
     end loop;
+    -- A BEFORE UPDATE trigger of the application on a protected table: the enforcement
+    -- must then watch every UPDATE, not only those naming the path (sql/20_enforce.sql).
+    if exists (select 1 from pg_catalog.pg_event_trigger_ddl_commands() c where c.command_tag = 'CREATE TRIGGER') then
+        for s in select * from privacy.enforcement_status() x where x.state = 'outdated' and x.detail like '%BEFORE UPDATE trigger%' loop
+            perform privacy.enforce(pg_catalog.to_regclass(s.protected_table));
+        end loop;
+    end if;
     perform pg_catalog.set_config('privacy.in_ddl_hook', 'off', true);
 end;
 $$;
@@ -128,9 +135,9 @@ begin
     if exists (select 1 from pg_catalog.pg_roles where rolname = current_user and rolsuper) then
         drop event trigger if exists privacy_protect_new_partitions;
         create event trigger privacy_protect_new_partitions on ddl_command_end
-            when tag in ('CREATE TABLE', 'ALTER TABLE')
+            when tag in ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER')
             execute function privacy.on_ddl_command_end();
-        comment on event trigger privacy_protect_new_partitions is 'Protects partitions and children created or attached later; refuses to detach held rows or to rewrite held data.';
+        comment on event trigger privacy_protect_new_partitions is 'Protects partitions and children created or attached later; refuses to detach held rows or to rewrite held data; regenerates a table''s enforcement when it gets a BEFORE UPDATE trigger of its own.';
         drop event trigger if exists privacy_refuse_dropping_held_data;
         create event trigger privacy_refuse_dropping_held_data on sql_drop
             execute function privacy.on_sql_drop();
