@@ -61,21 +61,27 @@ declare
 begin
     select * into r from privacy.processing_restrictions x where x.id = p_hold_id and x.kind = 'legal_hold';
     for p in select * from privacy.protected_tables x where x.subject_type = r.subject_type order by x.id loop
-        insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at, columns)
-        values (p_hold_id, p.table_schema, p.table_name, 0, '', pg_catalog.clock_timestamp(),
-                (select pg_catalog.array_agg(a.attname::text order by a.attnum) from pg_catalog.pg_attribute a
-                  where a.attrelid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))
-                    and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark'));
-        insert into privacy.hold_digest_rows (hold_id, table_schema, table_name, row_identity, row_hash)
-        select p_hold_id, p.table_schema, p.table_name, h.row_identity, h.row_hash
-          from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key) h;
-        select pg_catalog.count(*), pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
-                   coalesce(pg_catalog.string_agg(d.row_hash, '' order by d.row_hash), ''), 'UTF8')), 'hex')
-          into v_count, v_digest
-          from privacy.hold_digest_rows d
-         where d.hold_id = p_hold_id and (d.table_schema, d.table_name) = (p.table_schema, p.table_name);
-        update privacy.hold_digests set row_count = v_count, digest = v_digest
-         where hold_id = p_hold_id and (table_schema, table_name) = (p.table_schema, p.table_name);
+        -- One statement per table (placing a hold runs this: it is on the clock): the
+        -- rows' hashes, their digest, and both inserts (the foreign key from the rows
+        -- to the digest is checked at the statement's end).
+        with h as materialized (
+            select x.row_identity, x.row_hash from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key) x
+        ), digest as (
+            insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at, columns)
+            select p_hold_id, p.table_schema, p.table_name, pg_catalog.count(*),
+                   pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                       coalesce(pg_catalog.string_agg(h.row_hash, '' order by h.row_hash), ''), 'UTF8')), 'hex'),
+                   pg_catalog.clock_timestamp(),
+                   (select pg_catalog.array_agg(a.attname::text order by a.attnum) from pg_catalog.pg_attribute a
+                     where a.attrelid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))
+                       and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark')
+              from h
+            returning row_count, digest
+        ), held_rows as (
+            insert into privacy.hold_digest_rows (hold_id, table_schema, table_name, row_identity, row_hash)
+            select p_hold_id, p.table_schema, p.table_name, h.row_identity, h.row_hash from h
+        )
+        select digest.row_count, digest.digest into v_count, v_digest from digest;
         v_tables := v_tables || pg_catalog.jsonb_build_object('table', privacy.qualified(p.table_schema, p.table_name),
                                                               'rows', v_count, 'sha256', v_digest);
     end loop;
