@@ -165,7 +165,7 @@ begin
     --    restore per call): every name in it is schema-qualified, operators and types
     --    included, so the caller's search_path cannot change what it means.
     if p.path_kind = 'column' then
-        -- First the subject's writer lock (privacy.lock_subject_for_write), then, in a
+        -- First the subject's writer lock (see privacy.subject_lock_class), then, in a
         -- statement of its own and so with a snapshot taken after the lock, its mark.
         v_body := pg_catalog.format($f$
 declare
