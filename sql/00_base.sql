@@ -129,6 +129,20 @@ begin
 end;
 $$;
 
+-- Raises PV002 with P_MESSAGE unless P_VALUE has something besides blanks in it.
+create or replace function privacy.require_text(p_value text, p_message text)
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+begin
+    if p_value is null or pg_catalog.btrim(p_value) = '' then
+        perform privacy.fail(p_message);
+    end if;
+end;
+$$;
+
 -- The text whose sha256 (after the previous hash) is an entry's hash.
 create or replace function privacy.ledger_content(p privacy.ledger)
     returns text

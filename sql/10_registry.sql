@@ -62,9 +62,7 @@ as $$
 declare
     v regclass;
 begin
-    if p_table is null or pg_catalog.btrim(p_table) = '' then
-        perform privacy.fail('a table name is required');
-    end if;
+    perform privacy.require_text(p_table, 'a table name is required');
     v := pg_catalog.to_regclass(p_table);
     if v is null then
         perform privacy.fail(pg_catalog.format('table %s does not exist (or is not visible to %s)', p_table, current_user));

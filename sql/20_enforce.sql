@@ -52,13 +52,18 @@ as $$
      where t.oid = p_type::pg_catalog.regtype
 $$;
 
--- Whether a pg_trigger.tgtype is a BEFORE ... FOR EACH ROW trigger that fires on UPDATE.
-create or replace function privacy.is_before_update_row_trigger(p_tgtype smallint)
+-- Whether the relation has a BEFORE UPDATE row trigger of its own (not the
+-- toolkit's): it could change a row's path without the UPDATE naming the column.
+create or replace function privacy.has_own_before_update_trigger(p_relid oid)
     returns boolean
-    immutable
+    stable
     set search_path = ''
     language sql
-as $$ select p_tgtype::integer & 19 = 19 $$;  -- ROW (1) | BEFORE (2) | UPDATE (16)
+as $$
+    select exists (select 1 from pg_catalog.pg_trigger t
+                    where t.tgrelid = p_relid and not t.tgisinternal and t.tgname !~ '^(zz_)?privacy_'
+                      and t.tgtype::integer & 19 = 19)  -- ROW (1) | BEFORE (2) | UPDATE (16)
+$$;
 
 -- Column list helpers for the generator: "p.a = $1 and p.b = $2" and friends.
 create or replace function privacy.join_columns(p_template text, p_columns name[], p_sep text)
@@ -378,11 +383,8 @@ $body$$f$, v_fn, v_prop);
     v_policy_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%s, ''MEMBER'')', v_steward);
     select pg_catalog.string_agg(pg_catalog.quote_ident(c), ', ' order by c) into v_watched
       from (select distinct c from pg_catalog.unnest(array['privacy_mark'::name] || p.columns || v_refby_columns) c) w;
-    select exists (
-        select 1 from pg_catalog.pg_trigger t
-         where t.tgrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
-           and not t.tgisinternal and t.tgname !~ '^(zz_)?privacy_'
-           and privacy.is_before_update_row_trigger(t.tgtype))
+    select pg_catalog.bool_or(privacy.has_own_before_update_trigger(r.relid))
+      from (select p_table::oid as relid union all select x.relid from privacy.descendants(p_table) x) r
       into v_app_before_update;
     v_update_of := case when v_app_before_update then '' else ' of ' || v_watched end;
     for v_target, v_is_partition in

@@ -85,12 +85,8 @@ declare
     v_key text := privacy.canonical_key(p_subject_type, p_key);
     v_id uuid;
 begin
-    if p_case is null or pg_catalog.btrim(p_case) = '' then
-        perform privacy.fail('a legal hold needs a case reference');
-    end if;
-    if p_reason is null or pg_catalog.btrim(p_reason) = '' then
-        perform privacy.fail('a legal hold needs a reason');
-    end if;
+    perform privacy.require_text(p_case, 'a legal hold needs a case reference');
+    perform privacy.require_text(p_reason, 'a legal hold needs a reason');
     insert into privacy.processing_restrictions (kind, subject_type, subject_key, case_ref, reason, placed_by, placed_role)
     values ('legal_hold', p_subject_type, v_key, p_case, p_reason, session_user,
             privacy.session_role())
@@ -120,9 +116,7 @@ begin
     if p_basis is null or p_basis not in ('accuracy', 'unlawful', 'legal-claims', 'objection') then
         perform privacy.fail(pg_catalog.format('basis %L is not one of accuracy, unlawful, legal-claims, objection (GDPR Art. 18(1)(a)-(d))', p_basis));
     end if;
-    if p_reason is null or pg_catalog.btrim(p_reason) = '' then
-        perform privacy.fail('a restriction needs a reason');
-    end if;
+    perform privacy.require_text(p_reason, 'a restriction needs a reason');
     insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
     values ('restriction', p_subject_type, v_key, p_basis, p_reason, session_user,
             privacy.session_role())
@@ -199,10 +193,8 @@ declare
     r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
     v_actor name := privacy.session_role();
 begin
-    if p_text is null or pg_catalog.btrim(p_text) = '' then
-        perform privacy.fail(pg_catalog.format('the %s step needs %s', p_step,
-            case p_step when 'verify' then 'a note' when 'notify' then 'the channel the subject was told through' else 'the evidence of approval' end));
-    end if;
+    perform privacy.require_text(p_text, pg_catalog.format('the %s step needs %s', p_step,
+        case p_step when 'verify' then 'a note' when 'notify' then 'the channel the subject was told through' else 'the evidence of approval' end));
     if p_step = 'verify' then
         if r.verified_at is not null then
             perform privacy.fail(pg_catalog.format('restriction %s was already verified at %s', p_id, r.verified_at));
@@ -279,12 +271,8 @@ as $$
 declare
     r privacy.processing_restrictions := privacy.active_entry(p_id, 'legal_hold');
 begin
-    if p_reason is null or pg_catalog.btrim(p_reason) = '' then
-        perform privacy.fail('releasing a legal hold needs a reason');
-    end if;
-    if p_reference is null or pg_catalog.btrim(p_reference) = '' then
-        perform privacy.fail('releasing a legal hold needs a reference (the order, counsel''s instruction, the closing of the case)');
-    end if;
+    perform privacy.require_text(p_reason, 'releasing a legal hold needs a reason');
+    perform privacy.require_text(p_reference, 'releasing a legal hold needs a reference (the order, counsel''s instruction, the closing of the case)');
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
            released_role = privacy.session_role(),
@@ -343,9 +331,7 @@ as $$
 declare
     v_seq bigint;
 begin
-    if p_reason is null or pg_catalog.btrim(p_reason) = '' then
-        perform privacy.fail('break-glass needs a reason');
-    end if;
+    perform privacy.require_text(p_reason, 'break-glass needs a reason');
     if not pg_catalog.pg_has_role(privacy.session_role(),
                                   privacy.steward_role(), 'MEMBER') then
         perform privacy.fail('break-glass is for stewards only');

@@ -79,9 +79,7 @@ begin
             -- Triggers that fire on UPDATE OF the path were generated for a table without
             -- BEFORE UPDATE triggers of its own (sql/20_enforce.sql, step 5); one added
             -- since could change the path unseen.
-            if exists (select 1 from pg_catalog.pg_trigger t
-                        where t.tgrelid = v_target and not t.tgisinternal and t.tgname !~ '^(zz_)?privacy_'
-                          and privacy.is_before_update_row_trigger(t.tgtype))
+            if privacy.has_own_before_update_trigger(v_target)
                and exists (select 1 from pg_catalog.pg_trigger t
                             where t.tgrelid = v_target and t.tgname = 'zz_privacy_before_update_path' and t.tgattr::text <> '') then
                 v_outdated := coalesce(v_outdated, '{}')

@@ -10,9 +10,7 @@ create or replace function privacy.add_recipient(p_name text, p_description text
     language plpgsql
 as $$
 begin
-    if p_name is null or pg_catalog.btrim(p_name) = '' then
-        perform privacy.fail('a recipient needs a name');
-    end if;
+    perform privacy.require_text(p_name, 'a recipient needs a name');
     if exists (select 1 from privacy.recipients r where r.name = p_name) then
         perform privacy.fail(pg_catalog.format('recipient %s already exists', p_name));
     end if;

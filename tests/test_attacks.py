@@ -223,6 +223,8 @@ def test_operators_and_types_planted_on_the_search_path_do_not_change_the_write_
     assert db.scalar("select privacy_mark from orders where id = 93") == 1
     assert db.scalar("select privacy_mark from activity_log where what = 'y'") == 0
     refused(db.app, "delete from orders where id = 93")
+    assert db.scalar("select count(*) from orders where id in (92, 93)") == 1  # 92 was never added, 93 is still there
+    assert db.scalar("select count(*) from activity_log where what = 'x'") == 0
 
 
 @pytest.mark.parametrize("fixture", ["db", "sudb"])
@@ -254,3 +256,5 @@ def test_an_update_trigger_of_the_owner_that_moves_rows_to_a_held_subject(fixtur
     assert d.scalar("select (customer_id, privacy_mark)::text from orders where id = 10") == "(3,1)"
     assert d.scalar("select min(privacy_mark) from order_items where order_id = 10") == 1
     refused(d.app, "delete from orders where id = 10")
+    assert d.scalar("select count(*) from orders where id = 10") == 1
+    assert d.scalar("select count(*) from order_items where order_id = 10") > 0
