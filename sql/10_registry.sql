@@ -94,6 +94,23 @@ begin
 end;
 $$;
 
+-- The relation a registry row stands for, or null when it no longer exists. Every
+-- lookup of a protected table or a subject's root table goes through these two (the
+-- registry is to follow tables through renames: never compose a name from its columns).
+create or replace function privacy.relation_of(p privacy.protected_tables)
+    returns regclass
+    stable
+    set search_path = ''
+    language sql
+as $$ select pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)) $$;
+
+create or replace function privacy.root_of(s privacy.subject_types)
+    returns regclass
+    stable
+    set search_path = ''
+    language sql
+as $$ select pg_catalog.to_regclass(privacy.qualified(s.table_schema, s.table_name)) $$;
+
 create or replace function privacy.registry_row(p_table regclass)
     returns privacy.protected_tables
     stable
