@@ -1,4 +1,5 @@
--- sql/10_registry.sql: subject types, protected tables and the generator of their enforcement.
+-- sql/10_registry.sql: subject types and protected tables, and how the registry
+-- follows its tables.
 --
 -- How enforcement works (see README "How it works"): every protected table gets a
 -- column privacy_mark (bit 1 held, bit 2 restricted) that placement and release keep
@@ -7,6 +8,12 @@
 -- rows cost nothing, refuse changes to held rows and to restricted rows by
 -- non-stewards; a BEFORE INSERT trigger marks every new row from its path. Marks
 -- never depend on the caller's row-level security, so indirect paths fail closed.
+--
+-- The registry knows a table by its OID and its path columns by number
+-- (protected_tables.relid, attnums): renaming a table, its schema or a column changes
+-- nothing that matters. The names beside them are what was last seen; privacy.heal()
+-- refreshes them, and in a restored dump (new OIDs) finds each table again by the
+-- marker in the comment of its privacy_mark column.
 
 -- schema.table, quoted where needed.
 create or replace function privacy.qualified(p_schema name, p_table name)
@@ -15,6 +22,57 @@ create or replace function privacy.qualified(p_schema name, p_table name)
     set search_path = ''
     language sql
 as $$ select pg_catalog.format('%I.%I', p_schema, p_table) $$;
+
+-- The marker a protected table carries in the comment of its privacy_mark column, by
+-- which privacy.heal() finds it again where its OID changed (a restored dump).
+create or replace function privacy.table_marker(p_id integer)
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$ select 'privacy: protected table ' || p_id || '.' $$;
+
+-- The relation a registry row stands for, or null when it no longer exists. Every
+-- lookup of a protected table or a subject's root table goes through these two. By
+-- OID, where that relation is still the one registered (its names, or, renamed since,
+-- the marker of its privacy_mark column, say so); else by the names last seen: in a
+-- restored dump every OID is new, and privacy.heal() has not rebound them yet.
+create or replace function privacy.relation_of(p privacy.protected_tables)
+    returns regclass
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select coalesce(
+        (select c.oid::regclass from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+          where c.oid = p.relid and c.relkind in ('r', 'p')
+            and ((n.nspname, c.relname) = (p.table_schema, p.table_name)
+                 or exists (select 1 from pg_catalog.pg_attribute a
+                             where a.attrelid = c.oid and a.attname = 'privacy_mark' and not a.attisdropped
+                               and pg_catalog.col_description(c.oid, a.attnum) like privacy.table_marker(p.id) || '%'))),
+        (select c.oid::regclass from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+          where (n.nspname, c.relname) = (p.table_schema, p.table_name) and c.relkind in ('r', 'p')))
+$$;
+
+-- The root table of a subject type: the protected table registered with its OID.
+create or replace function privacy.root_of(s privacy.subject_types)
+    returns regclass
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select coalesce((select privacy.relation_of(p) from privacy.protected_tables p where p.relid = s.relid and p.subject_type = s.subject_type),
+                    (select c.oid::regclass from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+                      where (n.nspname, c.relname) = (s.table_schema, s.table_name) and c.relkind in ('r', 'p')))
+$$;
+
+-- The registry row of a protected table (not of its partitions).
+create or replace function privacy.registry_row(p_table regclass)
+    returns privacy.protected_tables
+    stable
+    set search_path = ''
+    language sql
+as $$ select pt.* from privacy.protected_tables pt where pt.relid = p_table $$;
 
 -- The protected table that RELID is, or is a partition or inheritance child of.
 create or replace function privacy.protected_table_of(p_relid oid)
@@ -28,13 +86,7 @@ as $$
         union all
         select i.inhparent, up.depth + 1 from pg_catalog.pg_inherits i join up on i.inhrelid = up.relid
     )
-    select pt.*
-      from up
-      join pg_catalog.pg_class c on c.oid = up.relid
-      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-      join privacy.protected_tables pt on pt.table_schema = n.nspname and pt.table_name = c.relname
-     order by up.depth
-     limit 1
+    select pt.* from up join privacy.protected_tables pt on pt.relid = up.relid order by up.depth limit 1
 $$;
 
 -- The partitions and inheritance children of RELID, at any depth.
@@ -50,6 +102,30 @@ as $$
         select i.inhrelid from pg_catalog.pg_inherits i join down on i.inhparent = down.relid
     )
     select d.relid, c.relispartition from down d join pg_catalog.pg_class c on c.oid = d.relid
+$$;
+
+-- The current names of columns ATTNUMS of RELID, in that order (null where one is gone).
+create or replace function privacy.column_names(p_relid oid, p_attnums smallint[])
+    returns name[]
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.array_agg(a.attname order by k.i)
+      from pg_catalog.unnest(p_attnums) with ordinality k(n, i)
+      left join pg_catalog.pg_attribute a on a.attrelid = p_relid and a.attnum = k.n and not a.attisdropped
+$$;
+
+-- The numbers of columns NAMES of RELID, in that order (null where one is missing).
+create or replace function privacy.column_numbers(p_relid oid, p_names name[])
+    returns smallint[]
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.array_agg(a.attnum order by k.i)
+      from pg_catalog.unnest(p_names) with ordinality k(n, i)
+      left join pg_catalog.pg_attribute a on a.attrelid = p_relid and a.attname = k.n and a.attnum > 0 and not a.attisdropped
 $$;
 
 -- Resolves a table argument given as text, with a clear error.
@@ -94,33 +170,25 @@ begin
 end;
 $$;
 
--- The relation a registry row stands for, or null when it no longer exists. Every
--- lookup of a protected table or a subject's root table goes through these two (the
--- registry is to follow tables through renames: never compose a name from its columns).
-create or replace function privacy.relation_of(p privacy.protected_tables)
-    returns regclass
-    stable
-    set search_path = ''
-    language sql
-as $$ select pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)) $$;
-
-create or replace function privacy.root_of(s privacy.subject_types)
-    returns regclass
-    stable
-    set search_path = ''
-    language sql
-as $$ select pg_catalog.to_regclass(privacy.qualified(s.table_schema, s.table_name)) $$;
-
-create or replace function privacy.registry_row(p_table regclass)
-    returns privacy.protected_tables
+-- The columns of the foreign key of TABLE whose first column is COLUMN and that points
+-- at TARGET (any table when null), with the referenced table and columns; null when
+-- there is none.
+create or replace function privacy.foreign_key(p_table regclass, p_column name, p_target regclass)
+    returns table (target regclass, columns name[], target_columns name[])
     stable
     set search_path = ''
     language sql
 as $$
-    select pt.* from privacy.protected_tables pt
-      join pg_catalog.pg_class c on c.relname = pt.table_name
-      join pg_catalog.pg_namespace n on n.oid = c.relnamespace and n.nspname = pt.table_schema
-     where c.oid = p_table
+    select c.confrelid::regclass,
+           privacy.column_names(c.conrelid, c.conkey),
+           privacy.column_names(c.confrelid, c.confkey)
+      from pg_catalog.pg_constraint c
+     where c.conrelid = p_table and c.contype = 'f' and c.conparentid = 0
+       and (p_target is null or c.confrelid = p_target)
+       and c.conkey[1] = (select a.attnum from pg_catalog.pg_attribute a
+                           where a.attrelid = p_table and a.attname = p_column and not a.attisdropped)
+     order by c.conname
+     limit 1
 $$;
 
 -- Registers a subject type (e.g. customer -> public.customers.id) and protects its root table.
@@ -151,16 +219,16 @@ begin
       from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = v_rel;
     select * into v_existing from privacy.subject_types where subject_type = p_subject_type;
     if found then
-        if (v_existing.table_schema, v_existing.table_name, v_existing.key_column) = (v_schema, v_name, p_key_column) then
+        if v_existing.relid = v_rel and v_existing.key_attnum = (privacy.column_numbers(v_rel, array[p_key_column]))[1] then
             return;  -- already registered exactly so: idempotent for migrations
         end if;
         perform privacy.fail(pg_catalog.format('subject type %s already exists for %s.%s', p_subject_type,
             privacy.qualified(v_existing.table_schema, v_existing.table_name), pg_catalog.quote_ident(v_existing.key_column)));
     end if;
-    insert into privacy.subject_types (subject_type, table_schema, table_name, key_column, key_type)
-    values (p_subject_type, v_schema, v_name, p_key_column, v_type);
+    insert into privacy.subject_types (subject_type, table_schema, table_name, key_column, key_type, relid, key_attnum)
+    values (p_subject_type, v_schema, v_name, p_key_column, v_type, v_rel, (privacy.column_numbers(v_rel, array[p_key_column]))[1]);
     perform privacy.ledger_append('subject_type_added', p_subject_type, null, null,
-        pg_catalog.jsonb_build_object('table', privacy.qualified(v_schema, v_name), 'key_column', p_key_column));
+        pg_catalog.jsonb_build_object('table', v_rel::text, 'key_column', p_key_column));
     perform privacy.protect(v_rel, p_subject_type, p_key_column);
 end;
 $$;
@@ -177,8 +245,7 @@ as $$
 declare
     v_schema name;
     v_name name;
-    v_parent_schema name;
-    v_parent_name name;
+    v_parent privacy.protected_tables;
     v_existing privacy.protected_tables;
     v_rls boolean;
     v_id integer;
@@ -195,13 +262,13 @@ begin
         perform privacy.fail(pg_catalog.format('%s must own %s (or be a member of its owner) to protect it', current_user, p_rel));
     end if;
     if p_parent is not null then
-        select n.nspname, c.relname into v_parent_schema, v_parent_name
-          from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = p_parent;
+        v_parent := privacy.registry_row(p_parent);
     end if;
-    select * into v_existing from privacy.protected_tables pt where pt.table_schema = v_schema and pt.table_name = v_name;
-    if found then
-        if (v_existing.subject_type, v_existing.path_kind, v_existing.columns, v_existing.parent_schema, v_existing.parent_table, v_existing.parent_columns)
-           is not distinct from (p_subject_type, p_kind, p_columns, v_parent_schema, v_parent_name, p_parent_columns) then
+    v_existing := privacy.registry_row(p_rel);
+    if v_existing.id is not null then
+        if (v_existing.subject_type, v_existing.path_kind, v_existing.attnums, v_existing.parent_id, v_existing.parent_attnums)
+           is not distinct from (p_subject_type, p_kind, privacy.column_numbers(p_rel, p_columns), v_parent.id,
+                                 privacy.column_numbers(p_parent, p_parent_columns)) then
             perform privacy.enforce(p_rel);  -- same path again: just make sure enforcement is complete
             return;
         end if;
@@ -211,21 +278,24 @@ begin
         perform privacy.fail(pg_catalog.format('%s is a child of a protected table and is already protected through it', p_rel));
     end if;
     insert into privacy.protected_tables (table_schema, table_name, subject_type, path_kind, columns,
-                                          parent_schema, parent_table, parent_columns, rls_was_enabled)
-    values (v_schema, v_name, p_subject_type, p_kind, p_columns, v_parent_schema, v_parent_name, p_parent_columns, v_rls)
+                                          parent_schema, parent_table, parent_columns, rls_was_enabled,
+                                          relid, attnums, parent_id, parent_attnums)
+    values (v_schema, v_name, p_subject_type, p_kind, p_columns, v_parent.table_schema, v_parent.table_name, p_parent_columns, v_rls,
+            p_rel, privacy.column_numbers(p_rel, p_columns), v_parent.id, privacy.column_numbers(p_parent, p_parent_columns))
     returning id into v_id;
-    perform privacy.enforce(p_rel);
     if p_parent is not null then
-        perform privacy.enforce(p_parent);  -- the parent now propagates its marks to this table
+        perform privacy.enforce(p_parent);  -- the parent now exposes and propagates what this table's path needs
     end if;
+    perform privacy.enforce(p_rel);
     perform privacy.remark_table(v_id, false);
     perform privacy.ledger_append('table_protected', p_subject_type, null, null,
-        pg_catalog.jsonb_build_object('table', privacy.qualified(v_schema, v_name),
+        pg_catalog.jsonb_build_object('table', p_rel::text,
             'path', privacy.describe_path((select pt from privacy.protected_tables pt where pt.id = v_id))));
+    perform privacy.remember_fingerprint();
 end;
 $$;
 
--- A readable path, e.g. "customer_id -> customer", "order_id -> public.orders(id)".
+-- A readable path, e.g. "customer_id = customer key", "via order_id -> public.orders(id)".
 create or replace function privacy.describe_path(p privacy.protected_tables)
     returns text
     immutable
@@ -270,30 +340,20 @@ create or replace function privacy.protect_via(p_table regclass, p_fk_column nam
 as $$
 declare
     v_rel regclass := privacy.resolve_table(p_table::text);
-    v_con record;
+    v_fk record;
     v_parent privacy.protected_tables;
 begin
     perform privacy.column_type(v_rel, p_fk_column);
-    select c.confrelid::regclass as parent,
-           array(select a.attname from pg_catalog.unnest(c.conkey) with ordinality k(n, i)
-                  join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.i) as cols,
-           array(select a.attname from pg_catalog.unnest(c.confkey) with ordinality k(n, i)
-                  join pg_catalog.pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.n order by k.i) as parent_cols
-      into v_con
-      from pg_catalog.pg_constraint c
-     where c.conrelid = v_rel and c.contype = 'f' and c.conparentid = 0
-       and c.conkey[1] = (select a.attnum from pg_catalog.pg_attribute a where a.attrelid = v_rel and a.attname = p_fk_column)
-     order by c.conname
-     limit 1;
-    if v_con is null then
+    select * into v_fk from privacy.foreign_key(v_rel, p_fk_column, null);
+    if v_fk.target is null then
         perform privacy.fail(pg_catalog.format('%s.%s is not a foreign key (it must be the first column of one)', v_rel, pg_catalog.quote_ident(p_fk_column)));
     end if;
-    v_parent := privacy.registry_row(v_con.parent);
+    v_parent := privacy.registry_row(v_fk.target);
     if v_parent.id is null then
         perform privacy.fail(pg_catalog.format('%s.%s points at %s, which is not protected: protect it first, so the path leads to a subject',
-            v_rel, pg_catalog.quote_ident(p_fk_column), v_con.parent));
+            v_rel, pg_catalog.quote_ident(p_fk_column), v_fk.target));
     end if;
-    perform privacy.register_protected(v_rel, v_parent.subject_type, 'via', v_con.cols, v_con.parent, v_con.parent_cols);
+    perform privacy.register_protected(v_rel, v_parent.subject_type, 'via', v_fk.columns, v_fk.target, v_fk.target_columns);
 end;
 $$;
 
@@ -309,28 +369,19 @@ as $$
 declare
     v_rel regclass := privacy.resolve_table(p_table::text);
     v_ref regclass := privacy.resolve_table(p_referencing_table::text);
-    v_con record;
+    v_fk record;
     v_referencing privacy.protected_tables;
 begin
     perform privacy.column_type(v_ref, p_column);
-    select array(select a.attname from pg_catalog.unnest(c.conkey) with ordinality k(n, i)
-                  join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.i) as cols,
-           array(select a.attname from pg_catalog.unnest(c.confkey) with ordinality k(n, i)
-                  join pg_catalog.pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.n order by k.i) as own_cols
-      into v_con
-      from pg_catalog.pg_constraint c
-     where c.conrelid = v_ref and c.confrelid = v_rel and c.contype = 'f' and c.conparentid = 0
-       and c.conkey[1] = (select a.attnum from pg_catalog.pg_attribute a where a.attrelid = v_ref and a.attname = p_column)
-     order by c.conname
-     limit 1;
-    if v_con is null then
+    select * into v_fk from privacy.foreign_key(v_ref, p_column, v_rel);
+    if v_fk.target is null then
         perform privacy.fail(pg_catalog.format('%s.%s is not a foreign key to %s', v_ref, pg_catalog.quote_ident(p_column), v_rel));
     end if;
     v_referencing := privacy.registry_row(v_ref);
     if v_referencing.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected: protect it first, so the path leads to a subject', v_ref));
     end if;
-    perform privacy.register_protected(v_rel, v_referencing.subject_type, 'referenced_by', v_con.own_cols, v_ref, v_con.cols);
+    perform privacy.register_protected(v_rel, v_referencing.subject_type, 'referenced_by', v_fk.target_columns, v_ref, v_fk.columns);
 end;
 $$;
 
@@ -347,17 +398,18 @@ declare
     v privacy.protected_tables := privacy.registry_row(v_rel);
     v_dependent text;
     v_marked bigint;
+    v_is_root boolean;
 begin
     if v.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected', v_rel));
     end if;
     select pg_catalog.string_agg(privacy.qualified(d.table_schema, d.table_name), ', ') into v_dependent
-      from privacy.protected_tables d where (d.parent_schema, d.parent_table) = (v.table_schema, v.table_name);
+      from privacy.protected_tables d where d.parent_id = v.id;
     if v_dependent is not null then
         perform privacy.fail(pg_catalog.format('%s cannot be unprotected while the paths of %s run through it', v_rel, v_dependent));
     end if;
-    if (select s.table_schema = v.table_schema and s.table_name = v.table_name from privacy.subject_types s where s.subject_type = v.subject_type)
-       and exists (select 1 from privacy.protected_tables o where o.subject_type = v.subject_type and o.id <> v.id) then
+    v_is_root := exists (select 1 from privacy.subject_types s where s.subject_type = v.subject_type and s.relid = v.relid);
+    if v_is_root and exists (select 1 from privacy.protected_tables o where o.subject_type = v.subject_type and o.id <> v.id) then
         perform privacy.fail(pg_catalog.format('%s is the root table of subject type %s: unprotect its other tables first', v_rel, v.subject_type));
     end if;
     execute pg_catalog.format('select count(*) from %s where privacy_mark <> 0', v_rel) into v_marked;
@@ -366,20 +418,136 @@ begin
     end if;
     perform privacy.drop_enforcement(v, true);
     delete from privacy.protected_tables where id = v.id;
-    if v.parent_table is not null then
-        perform privacy.enforce(pg_catalog.to_regclass(privacy.qualified(v.parent_schema, v.parent_table)));
+    if v.parent_id is not null then
+        perform privacy.enforce(privacy.relation_of(p)) from privacy.protected_tables p where p.id = v.parent_id;
     end if;
-    if (select s.table_schema = v.table_schema and s.table_name = v.table_name from privacy.subject_types s where s.subject_type = v.subject_type) then
+    if v_is_root then
         delete from privacy.subject_types where subject_type = v.subject_type
            and not exists (select 1 from privacy.processing_restrictions r where r.subject_type = v.subject_type);
     end if;
     perform privacy.ledger_append('table_unprotected', v.subject_type, null, null,
-        pg_catalog.jsonb_build_object('table', privacy.qualified(v.table_schema, v.table_name), 'path', privacy.describe_path(v)));
+        pg_catalog.jsonb_build_object('table', v_rel::text, 'path', privacy.describe_path(v)));
+    perform privacy.remember_fingerprint();
 end;
 $$;
 
--- Drops the triggers, policies and generated functions of one protected table (and
--- its descendants); with p_drop_column also the privacy_mark column and, where
+-- Brings the registry in line with the catalog: a table renamed (or moved to another
+-- schema), a column renamed, and, in a restored dump or a copy where the OIDs are new,
+-- each table found again by its marker (else by its last names). Returns the ids of
+-- the protected tables whose names, OID or columns changed.
+create or replace function privacy.heal_registry()
+    returns integer[]
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    s privacy.subject_types;
+    v_rel oid;
+    v_changed integer[] := '{}';
+    v_rebound integer[] := '{}';
+    v_old_relids oid[] := '{}';
+    v_new_relids oid[] := '{}';
+    v_schema name;
+    v_name name;
+    v_columns name[];
+    v_attnums smallint[];
+begin
+    for p in select * from privacy.protected_tables order by id loop
+        v_rel := null;
+        -- Still the same table: it carries this row's marker (or, upgraded from 0.1.0,
+        -- no marker yet and the same names).
+        select c.oid into v_rel
+          from pg_catalog.pg_class c
+          join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+          join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attname = 'privacy_mark' and not a.attisdropped
+         where c.oid = p.relid and c.relkind in ('r', 'p')
+           and (coalesce(pg_catalog.col_description(c.oid, a.attnum), '') like privacy.table_marker(p.id) || '%'
+                or (coalesce(pg_catalog.col_description(c.oid, a.attnum), '') not like 'privacy: protected table %'
+                    and (n.nspname, c.relname) = (p.table_schema, p.table_name)));
+        if v_rel is null then
+            -- Found anew: by its marker, else by the names it had.
+            select a.attrelid into v_rel from pg_catalog.pg_attribute a
+             where a.attname = 'privacy_mark' and not a.attisdropped
+               and pg_catalog.col_description(a.attrelid, a.attnum) like privacy.table_marker(p.id) || '%'
+             limit 1;
+            v_rel := coalesce(v_rel, pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)));
+            if v_rel is null then
+                continue;  -- gone: enforcement_status() and doctor report it
+            end if;
+            v_rebound := v_rebound || p.id;
+        end if;
+        select n.nspname, c.relname into v_schema, v_name
+          from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = v_rel;
+        -- Columns: by number on the same table, by name on a table found anew.
+        if p.id = any (v_rebound) or p.attnums is null then
+            v_attnums := privacy.column_numbers(v_rel, p.columns);
+            v_columns := p.columns;
+        else
+            v_attnums := p.attnums;
+            v_columns := privacy.column_names(v_rel, p.attnums);
+        end if;
+        if (v_rel, v_schema, v_name, v_columns, v_attnums) is distinct from (p.relid, p.table_schema, p.table_name, p.columns, p.attnums) then
+            v_old_relids := v_old_relids || p.relid;
+            v_new_relids := v_new_relids || v_rel;
+            update privacy.protected_tables set relid = null where relid = v_rel and id <> p.id;  -- a stale OID, reused
+            update privacy.protected_tables
+               set relid = v_rel, table_schema = v_schema, table_name = v_name,
+                   columns = coalesce(v_columns, columns), attnums = v_attnums
+             where id = p.id;
+            v_changed := v_changed || p.id;
+        end if;
+    end loop;
+    -- The parent's names, and the names or numbers of the parent's columns on the path.
+    for p in select * from privacy.protected_tables where parent_id is not null order by id loop
+        select x.relid, x.table_schema, x.table_name into v_rel, v_schema, v_name from privacy.protected_tables x where x.id = p.parent_id;
+        if p.parent_id = any (v_rebound) or p.parent_attnums is null then
+            v_attnums := privacy.column_numbers(v_rel, p.parent_columns);
+            v_columns := p.parent_columns;
+        else
+            v_attnums := p.parent_attnums;
+            v_columns := privacy.column_names(v_rel, p.parent_attnums);
+        end if;
+        if (v_schema, v_name, v_columns, v_attnums) is distinct from (p.parent_schema, p.parent_table, p.parent_columns, p.parent_attnums) then
+            update privacy.protected_tables
+               set parent_schema = v_schema, parent_table = v_name,
+                   parent_columns = coalesce(v_columns, parent_columns), parent_attnums = v_attnums
+             where id = p.id;
+            v_changed := v_changed || p.id;
+        end if;
+    end loop;
+    -- Subject types follow their root tables.
+    for s in select * from privacy.subject_types order by subject_type loop
+        v_rel := case when s.relid = any (v_old_relids) then v_new_relids[pg_catalog.array_position(v_old_relids, s.relid)] else s.relid end;
+        if not exists (select 1 from pg_catalog.pg_class c where c.oid = v_rel) then
+            v_rel := pg_catalog.to_regclass(privacy.qualified(s.table_schema, s.table_name));
+        end if;
+        if v_rel is null then
+            continue;
+        end if;
+        select n.nspname, c.relname into v_schema, v_name
+          from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = v_rel;
+        if v_rel is distinct from s.relid or s.key_attnum is null then
+            v_attnums := privacy.column_numbers(v_rel, array[s.key_column]);
+            v_columns := array[s.key_column];
+        else
+            v_attnums := array[s.key_attnum];
+            v_columns := privacy.column_names(v_rel, array[s.key_attnum]);
+        end if;
+        if (v_rel, v_schema, v_name, v_columns[1], v_attnums[1]) is distinct from (s.relid, s.table_schema, s.table_name, s.key_column, s.key_attnum) then
+            update privacy.subject_types
+               set relid = v_rel, table_schema = v_schema, table_name = v_name,
+                   key_column = coalesce(v_columns[1], key_column), key_attnum = v_attnums[1]
+             where subject_type = s.subject_type;
+        end if;
+    end loop;
+    return v_changed;
+end;
+$$;
+
+-- Drops the triggers, policies, views and generated functions of one protected table
+-- (and of its descendants); with p_drop_column also the privacy_mark column and, where
 -- protect turned it on, row-level security.
 create or replace function privacy.drop_enforcement(p privacy.protected_tables, p_drop_column boolean)
     returns void
@@ -388,9 +556,9 @@ create or replace function privacy.drop_enforcement(p privacy.protected_tables, 
     language plpgsql
 as $$
 declare
-    v_rel regclass := pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name));
+    v_rel regclass := privacy.relation_of(p);
     v_target oid;
-    v_name name;
+    v_name text;
 begin
     if v_rel is not null then
         for v_target in select v_rel::oid union all select d.relid from privacy.descendants(v_rel) d loop
@@ -406,16 +574,14 @@ begin
                 execute pg_catalog.format('alter table %s disable row level security', v_target::regclass);
             end if;
         end loop;
-        if p_drop_column then
-            execute pg_catalog.format('alter table %s drop column if exists privacy_mark', v_rel);
-        end if;
     end if;
-    execute pg_catalog.format('drop function if exists privacy.%I() cascade', 'pt_' || p.id || '_row');
-    execute pg_catalog.format('drop function if exists privacy.%I() cascade', 'pt_' || p.id || '_insert');
-    execute pg_catalog.format('drop function if exists privacy.%I() cascade', 'pt_' || p.id || '_propagate');
     for v_name in select pr.oid::regprocedure::text from pg_catalog.pg_proc pr
-                   where pr.pronamespace = 'privacy'::regnamespace and pr.proname in ('pt_' || p.id || '_mark', 'pt_' || p.id || '_subjects') loop
-        execute 'drop function if exists ' || v_name;
+                   where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ ('^pt_' || p.id || '_') loop
+        execute 'drop function if exists ' || v_name || ' cascade';
     end loop;
+    execute pg_catalog.format('drop view if exists privacy.%I', 'pt_' || p.id || '_v');
+    if v_rel is not null and p_drop_column then
+        execute pg_catalog.format('alter table %s drop column if exists privacy_mark', v_rel);
+    end if;
 end;
 $$;

@@ -1,21 +1,92 @@
--- sql/50_partitions.sql: partitions and children created, attached or detached later.
---
--- Row triggers of a partitioned table are cloned to every partition by PostgreSQL,
--- but policies, row-level security and TRUNCATE triggers are not, and a query that
--- names a partition directly skips the parent's policies. An event trigger (only a
--- superuser can create one) protects every new partition or child as its parent is,
--- and refuses to detach a partition that holds rows under a legal hold. Without it,
--- status reports the new partition as missing enforcement and install repairs it.
+-- sql/50_partitions.sql: healing. Renames, partitions and children created or
+-- attached later, generated objects dropped or switched off: privacy.heal() brings the
+-- registry and the enforcement back in line, and marks the rows a new partition
+-- brought. Every pyctl command that connects as the owner or a steward, and every
+-- placement and release, runs it first, in its own transaction; where a superuser
+-- installed the toolkit, an event trigger runs it after every DDL command as well, and
+-- refuses DDL that would take held data out of enforcement.
+
+-- A digest of everything heal() looks after: the protected tables' names, path
+-- columns, partitions and children, and every trigger, policy, view and generated
+-- function of theirs. Unchanged since the last heal: nothing to do (this is what a
+-- placement pays when nothing changed: one catalog query).
+create or replace function privacy.enforcement_fingerprint()
+    returns text
+    stable
+    set search_path = ''
+    language sql
+as $$
+    with rels as (
+        select p.id, p.relid as root, p.relid from privacy.protected_tables p
+        union all
+        select p.id, p.relid, d.relid from privacy.protected_tables p cross join lateral privacy.descendants(p.relid) d
+    )
+    select pg_catalog.md5(pg_catalog.concat_ws('|', privacy.toolkit_version(), privacy.steward_role(),
+        (select pg_catalog.string_agg(pg_catalog.concat_ws(':', r.id, r.relid, n.nspname, c.relname, c.relrowsecurity,
+                    (select pg_catalog.string_agg(a.attname::text || a.attnum::text || a.atttypid::text, ',' order by a.attnum)
+                       from pg_catalog.pg_attribute a where a.attrelid = r.relid and a.attnum > 0 and not a.attisdropped),
+                    (select pg_catalog.string_agg(t.tgname::text || t.tgenabled::text || t.tgparentid::text || t.xmin::text, ',' order by t.tgname, t.oid)
+                       from pg_catalog.pg_trigger t where t.tgrelid = r.relid and not t.tgisinternal),
+                    (select pg_catalog.string_agg(pol.polname::text || pol.xmin::text, ',' order by pol.polname)
+                       from pg_catalog.pg_policy pol where pol.polrelid = r.relid)), ';' order by r.id, r.relid)
+           from rels r join pg_catalog.pg_class c on c.oid = r.relid join pg_catalog.pg_namespace n on n.oid = c.relnamespace),
+        (select pg_catalog.string_agg(pr.oid::text || pr.xmin::text, ',' order by pr.oid)
+           from pg_catalog.pg_proc pr where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ '^pt_[0-9]+_'),
+        (select pg_catalog.string_agg(c.oid::text || c.xmin::text, ',' order by c.oid)
+           from pg_catalog.pg_class c where c.relnamespace = 'privacy'::regnamespace and c.relname ~ '^pt_[0-9]+_v$'),
+        (select pg_catalog.string_agg(p.id || ':' || coalesce(p.enforcement, ''), ',' order by p.id) from privacy.protected_tables p)))
+$$;
+
+-- Records what heal() compares against: called where the toolkit itself has just
+-- changed the enforcement (protect, unprotect, regeneration), so that a database as the
+-- toolkit left it needs no healing.
+create or replace function privacy.remember_fingerprint()
+    returns void
+    volatile
+    set search_path = ''
+    language sql
+as $$
+    insert into privacy.settings (name, value) values ('enforcement_fingerprint', privacy.enforcement_fingerprint())
+    on conflict (name) do update set value = excluded.value where privacy.settings.value is distinct from excluded.value
+$$;
+
+-- Brings the registry and every protected table's enforcement in line with the
+-- catalog: follows renames, regenerates what is missing, disabled, altered or outdated
+-- (a partition or child created or attached since included) and marks the rows such a
+-- partition brought. Returns what it did. Cheap when nothing changed.
+-- (Definer: stewards run it before placing or releasing; it changes nothing but what
+-- the toolkit generates, back to what its plan says.)
+create or replace function privacy.heal()
+    returns jsonb
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_count integer;
+    v_hook text;
+begin
+    if privacy.enforcement_fingerprint() is not distinct from (select s.value from privacy.settings s where s.name = 'enforcement_fingerprint')
+       or pg_catalog.pg_is_in_recovery() then
+        return pg_catalog.jsonb_build_object('changed', false);
+    end if;
+    v_hook := pg_catalog.current_setting('privacy.in_ddl_hook', true);
+    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
+    v_count := privacy.refresh_enforcement();  -- (which remembers the fingerprint)
+    perform pg_catalog.set_config('privacy.in_ddl_hook', coalesce(v_hook, 'off'), true);
+    return pg_catalog.jsonb_build_object('changed', true, 'tables_regenerated', v_count);
+end;
+$$;
 
 -- Refuses DDL that rewrote or removed held data: after an ALTER TABLE of a protected
 -- table (or of a partition or child of one), every active legal hold on its subject
 -- type must still find its rows as they were (sql/75_digests.sql). A type change that
 -- keeps values, or an added column, passes; ALTER COLUMN ... TYPE ... USING that
--- changes values, DROP COLUMN or a rename does not.
+-- changes values, or DROP COLUMN, does not.
 create or replace function privacy.check_held_data_after_ddl(p_relid oid)
     returns void
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
@@ -27,15 +98,13 @@ begin
     if p.id is null then
         return;
     end if;
-    for h in select r.id from privacy.processing_restrictions r
+    for h in select r.id, r.subject_type, r.subject_key from privacy.processing_restrictions r
               where r.kind = 'legal_hold' and r.released_at is null and r.subject_type = p.subject_type
                 and exists (select 1 from privacy.hold_digests d where d.hold_id = r.id) loop
         for v in select * from privacy.verify_hold(h.id) x
-                  where x.table_name = privacy.qualified(p.table_schema, p.table_name) and x.status = 'violation' loop
-            perform privacy.refuse(p_relid::regclass::text, 'ALTER TABLE', 1::smallint,
-                (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.subject_type, r.subject_key))
-                   from privacy.processing_restrictions r where r.id = h.id),
-                privacy.session_role());
+                  where x.table_name = privacy.relation_of(p)::text and x.status = 'violation' loop
+            perform privacy.refuse(p_relid, 'ALTER TABLE', 1::smallint,
+                pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(h.subject_type, h.subject_key)));
         end loop;
     end loop;
 end;
@@ -58,8 +127,7 @@ declare
 begin
     for d in select * from pg_catalog.pg_event_trigger_dropped_objects() x
               where x.object_type = 'table' and not x.is_temporary and x.schema_name <> 'privacy' loop
-        select pt.subject_type into v_type from privacy.protected_tables pt
-         where (pt.table_schema, pt.table_name) = (d.schema_name, d.object_name);
+        select pt.subject_type into v_type from privacy.protected_tables pt where pt.relid = d.objid;
         if v_type is null and not exists (
             select 1 from pg_catalog.pg_event_trigger_dropped_objects() o
              where o.object_type = 'policy' and o.object_identity = 'privacy_hide_restricted on ' || d.object_identity) then
@@ -87,45 +155,31 @@ create or replace function privacy.on_ddl_command_end()
     language plpgsql
 as $$
 declare
-    s record;
-    p privacy.protected_tables;
     v_rel oid;
     v_held boolean;
 begin
+    if pg_catalog.current_setting('privacy.in_ddl_hook', true) = 'on' then
+        return;  -- the toolkit's own DDL (it changes no held value)
+    end if;
+    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
     -- A table that carries our policy but no longer descends from a protected table
     -- was detached (or NO INHERIT): it must not take held rows out of enforcement.
     for v_rel in select pol.polrelid from pg_catalog.pg_policy pol where pol.polname = 'privacy_hide_restricted' loop
         if (privacy.protected_table_of(v_rel)).id is null then
             execute pg_catalog.format('select exists (select 1 from %s where privacy_mark & 1 <> 0)', v_rel::regclass) into v_held;
             if v_held then
-                perform privacy.refuse(v_rel::regclass::text, 'DETACH', 1::smallint,
+                perform privacy.refuse(v_rel, 'DETACH', 1::smallint,
                     (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.subject_type, r.subject_key))
-                       from privacy.processing_restrictions r where r.kind = 'legal_hold' and r.released_at is null),
-                    privacy.session_role());
+                       from privacy.processing_restrictions r where r.kind = 'legal_hold' and r.released_at is null));
             end if;
         end if;
     end loop;
-    -- DDL that rewrote held data (always checked: the toolkit's own DDL changes none).
+    -- DDL that rewrote held data.
     for v_rel in select distinct c.objid from pg_catalog.pg_event_trigger_ddl_commands() c
                   where c.classid = 'pg_catalog.pg_class'::regclass and c.command_tag = 'ALTER TABLE' and c.objid is not null loop
         perform privacy.check_held_data_after_ddl(v_rel);
     end loop;
-    if pg_catalog.current_setting('privacy.in_ddl_hook', true) = 'on' then
-        return;  -- the toolkit's own DDL
-    end if;
-    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
-    for s in select * from privacy.enforcement_status() x where x.relation <> x.protected_table and x.state = 'missing' loop
-        perform privacy.enforce(pg_catalog.to_regclass(s.protected_table));
-        p := privacy.protected_table_of(pg_catalog.to_regclass(s.relation));
-        perform privacy.remark_table(p.id, true, pg_catalog.to_regclass(s.relation));
-    end loop;
-    -- A BEFORE UPDATE trigger of the application on a protected table: the enforcement
-    -- must then watch every UPDATE, not only those naming the path (sql/20_enforce.sql).
-    if exists (select 1 from pg_catalog.pg_event_trigger_ddl_commands() c where c.command_tag = 'CREATE TRIGGER') then
-        for s in select * from privacy.enforcement_status() x where x.state = 'outdated' and x.detail like '%BEFORE UPDATE trigger%' loop
-            perform privacy.enforce(pg_catalog.to_regclass(s.protected_table));
-        end loop;
-    end if;
+    perform privacy.heal();
     perform pg_catalog.set_config('privacy.in_ddl_hook', 'off', true);
 end;
 $$;
@@ -137,7 +191,7 @@ begin
         create event trigger privacy_protect_new_partitions on ddl_command_end
             when tag in ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER')
             execute function privacy.on_ddl_command_end();
-        comment on event trigger privacy_protect_new_partitions is 'Protects partitions and children created or attached later; refuses to detach held rows or to rewrite held data; regenerates a table''s enforcement when it gets a BEFORE UPDATE trigger of its own.';
+        comment on event trigger privacy_protect_new_partitions is 'Heals after DDL: protects partitions and children created or attached later, follows renames, regenerates a table''s enforcement when it gets a BEFORE UPDATE trigger of its own; refuses to detach held rows or to rewrite held data.';
         drop event trigger if exists privacy_refuse_dropping_held_data;
         create event trigger privacy_refuse_dropping_held_data on sql_drop
             execute function privacy.on_sql_drop();
