@@ -1,8 +1,23 @@
--- sql/20_enforce.sql: generates the enforcement of one protected table.
-
--- Superseded in 0.1.0 by the lookup each generated pt_<n>_mark function does itself
--- (no nested call: it runs on every INSERT).
-drop function if exists privacy.subject_mark_for_write(text, text);
+-- sql/20_enforce.sql: the generator of one protected table's enforcement.
+--
+-- privacy.enforcement_plan() says what a protected table's enforcement consists of:
+-- every view, function, trigger, policy and grant, in order, with its DDL. enforce()
+-- carries it out; enforcement_status() (40_status.sql) checks the catalog against the
+-- same plan, so what is generated and what is expected cannot disagree.
+--
+-- What survives a rename: every reference one protected table's enforcement makes to
+-- another table goes through that table's view privacy.pt_<id>_v, whose columns are
+-- named c<column number>; views follow their tables by OID and their columns by number.
+-- So renaming a protected table, its schema or a column of another table changes
+-- nothing. The trigger functions of a table name its own path columns (NEW.customer_id):
+-- renaming one of those makes the plan differ, status says so, and privacy.heal()
+-- (which every pyctl command and every placement runs first) regenerates it.
+--
+-- Trust: the trigger functions are SECURITY DEFINER. Nobody can call a trigger
+-- function directly, and nobody but the toolkit's owner and the owner of the table (who
+-- needs it to create partitions) may attach it to a trigger; what they act on comes from
+-- the row being written (NEW, OLD, TG_RELID) and the registry, and who acts from the
+-- session (privacy.acting_role()). The helpers they call are the owner's only.
 
 -- How a writer adding a row of a subject is ordered against a placement for that
 -- subject (privacy.refresh_subject), so that the new row is either seen and marked by
@@ -23,24 +38,36 @@ create or replace function privacy.subject_lock_class()
     language sql
 as $$ select 1886549625 $$;  -- 'prvy' in ASCII
 
+-- A subject's writer-lock bucket (of 256) and guard row (of 1,024). No SET clause: the
+-- planner inlines them into the INSERT path; every name in them is qualified.
+create or replace function privacy.writer_bucket(p_subject_type text, p_key text)
+    returns integer
+    immutable
+    language sql
+as $$ select pg_catalog.hashtext(p_subject_type operator(pg_catalog.||) '/' operator(pg_catalog.||) p_key) operator(pg_catalog.&) 255 $$;
+
+create or replace function privacy.guard_bucket(p_subject_type text, p_key text)
+    returns integer
+    immutable
+    language sql
+as $$ select pg_catalog.hashtext(p_subject_type operator(pg_catalog.||) '/' operator(pg_catalog.||) p_key) operator(pg_catalog.&) 1023 $$;
+
 comment on table privacy.subject_guards is
     'Placement updates the bucket of its subject; writers at REPEATABLE READ or SERIALIZABLE lock it FOR SHARE before they read the subject''s mark, so one whose snapshot predates a placement waits or fails to serialize instead of adding an unmarked row (READ COMMITTED writers take an advisory lock instead: privacy.subject_lock_class()).';
 
 create or replace function privacy.lock_subject_guard(p_subject_type text, p_key text)
     returns void
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
 begin
-    perform 1 from privacy.subject_guards g
-      where g.bucket = pg_catalog.hashtext(p_subject_type || '/' || p_key) & 1023 for share;
+    perform 1 from privacy.subject_guards g where g.bucket = privacy.guard_bucket(p_subject_type, p_key) for share;
 end;
 $$;
 
 -- A type name that means the same whatever the search_path: "pg_catalog.text", not
--- "text" (the generated functions that run on every write have no SET search_path).
+-- "text" (the INSERT trigger functions have no SET search_path).
 create or replace function privacy.qualified_type(p_type text)
     returns text
     stable
@@ -66,17 +93,85 @@ as $$
 $$;
 
 -- Column list helpers for the generator: "p.a = $1 and p.b = $2" and friends.
-create or replace function privacy.join_columns(p_template text, p_columns name[], p_sep text)
+create or replace function privacy.join_columns(p_template text, p_columns text[], p_sep text)
     returns text
     immutable
     set search_path = ''
     language sql
 as $$
-    select pg_catalog.string_agg(pg_catalog.replace(pg_catalog.replace(p_template, '{c}', pg_catalog.quote_ident(c)), '{i}', i::text), p_sep order by i)
+    select pg_catalog.string_agg(pg_catalog.replace(pg_catalog.replace(p_template, '{c}', c), '{i}', i::text), p_sep order by i)
       from pg_catalog.unnest(p_columns) with ordinality u(c, i)
 $$;
 
--- md5 of a generated trigger, policy or function as it stands in the catalog.
+-- The same for two parallel lists: "c.{a} = new.{b}".
+create or replace function privacy.join_pairs(p_template text, p_a text[], p_b text[], p_sep text)
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.string_agg(pg_catalog.replace(pg_catalog.replace(p_template, '{a}', p_a[i]), '{b}', p_b[i]), p_sep order by i)
+      from pg_catalog.generate_subscripts(p_a, 1) i
+$$;
+
+-- Quoted identifiers of names, e.g. for "new.{c}".
+create or replace function privacy.quoted(p_names name[])
+    returns text[]
+    immutable
+    set search_path = ''
+    language sql
+as $$ select pg_catalog.array_agg(pg_catalog.quote_ident(n) order by i) from pg_catalog.unnest(p_names) with ordinality u(n, i) $$;
+
+-- The view columns standing for column numbers ATTNUMS: c5, c7.
+create or replace function privacy.view_columns(p_attnums smallint[])
+    returns text[]
+    immutable
+    set search_path = ''
+    language sql
+as $$ select pg_catalog.array_agg('c' || n order by i) from pg_catalog.unnest(p_attnums) with ordinality u(n, i) $$;
+
+-- Placeholders in generated DDL for a relation and a column: rendered with names to
+-- run it, and with registry ids and column numbers to hash it, so that renaming a
+-- protected table or a column changes no hash.
+create or replace function privacy.ph_rel(p_relid oid)
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$ select '{rel:' || p_relid || '}' $$;
+
+create or replace function privacy.ph_col(p_relid oid, p_attnum smallint)
+    returns text
+    immutable
+    set search_path = ''
+    language sql
+as $$ select '{col:' || p_relid || ':' || p_attnum || '}' $$;
+
+create or replace function privacy.render(p_template text, p_names boolean)
+    returns text
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    m text[];
+    v text := p_template;
+begin
+    for m in select distinct x from pg_catalog.regexp_matches(p_template, '\{(rel|col):([0-9]+)(?::([0-9]+))?\}', 'g') x loop
+        v := pg_catalog.replace(v, '{' || m[1] || ':' || m[2] || coalesce(':' || m[3], '') || '}',
+            -- For the hash: a protected table by its registry id (the same in every database
+            -- built alike, whatever it is called), a partition or child by its name.
+            case when not p_names then coalesce((select 'protected table ' || x.id from privacy.protected_tables x where x.relid = m[2]::oid),
+                                                m[2]::oid::regclass::text) || coalesce(' column ' || m[3], '')
+                 when m[1] = 'rel' then m[2]::oid::regclass::text
+                 else (select pg_catalog.quote_ident(a.attname) from pg_catalog.pg_attribute a
+                        where a.attrelid = m[2]::oid and a.attnum = m[3]::smallint) end);
+    end loop;
+    return v;
+end;
+$$;
+
+-- md5 of a generated object as it stands in the catalog, unchanged by renames.
 create or replace function privacy.object_hash(p_kind text, p_oid oid)
     returns text
     stable
@@ -84,196 +179,274 @@ create or replace function privacy.object_hash(p_kind text, p_oid oid)
     language sql
 as $$
     select pg_catalog.md5(case p_kind
-        when 'trigger' then (select pg_catalog.pg_get_triggerdef(t.oid) from pg_catalog.pg_trigger t where t.oid = p_oid)
-        when 'policy' then (select pg_catalog.concat_ws('|', pol.polcmd, pol.polpermissive, pol.polroles::text,
-                                   pg_catalog.pg_get_expr(pol.polqual, pol.polrelid), pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid))
+        when 'trigger' then (select pg_catalog.concat_ws('|', t.tgtype, t.tgfoid::regprocedure::text, t.tgattr::text, t.tgqual, t.tgargs::text)
+                               from pg_catalog.pg_trigger t where t.oid = p_oid)
+        when 'policy' then (select pg_catalog.concat_ws('|', pol.polcmd, pol.polpermissive, pol.polroles::text, pol.polqual, pol.polwithcheck)
                               from pg_catalog.pg_policy pol where pol.oid = p_oid)
         when 'function' then (select pg_catalog.concat_ws('|', pr.prosrc, pr.prosecdef, pr.proconfig::text, pr.proowner)
                                 from pg_catalog.pg_proc pr where pr.oid = p_oid)
+        -- (The view's query tree, but for the OIDs of the table it reads, which differ between databases.)
+        when 'view' then (select pg_catalog.concat_ws('|', pg_catalog.regexp_replace(w.ev_action, ':(relid|resorigtbl) [0-9]+', ':\1', 'g'),
+                                                      c.relowner) from pg_catalog.pg_rewrite w
+                            join pg_catalog.pg_class c on c.oid = w.ev_class where w.ev_class = p_oid and w.rulename = '_RETURN')
     end)
 $$;
 
--- The same for two parallel column lists: "c.{a} = new.{b}".
-create or replace function privacy.join_pairs(p_template text, p_a name[], p_b name[], p_sep text)
-    returns text
-    immutable
+-- The key of a row for the corrections journal and the hold digests: the primary key
+-- of the protected table RELID (its columns and values), or, where it has none, the
+-- whole row but for privacy_mark.
+create or replace function privacy.row_identity(p_relid oid, p_row jsonb)
+    returns jsonb
+    stable
     set search_path = ''
     language sql
 as $$
-    select pg_catalog.string_agg(pg_catalog.replace(pg_catalog.replace(p_template, '{a}', pg_catalog.quote_ident(p_a[i])),
-                                                    '{b}', pg_catalog.quote_ident(p_b[i])), p_sep order by i)
-      from pg_catalog.generate_subscripts(p_a, 1) i
+    select coalesce((select pg_catalog.jsonb_object_agg(a.attname, p_row -> a.attname::text)
+                       from pg_catalog.pg_index x
+                       cross join lateral pg_catalog.unnest(x.indkey) k(attnum)
+                       join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+                      where x.indrelid = p_relid and x.indisprimary),
+                    p_row - 'privacy_mark')
 $$;
 
--- Generates, idempotently, the enforcement of a protected table, its partitions and
--- its inheritance children: the privacy_mark column, the generated functions, the
--- row and TRUNCATE triggers and the row-level security policies. Every object is
--- commented 'privacy <version> <hash>' so status can tell outdated or altered ones.
-create or replace function privacy.enforce(p_table regclass)
-    returns boolean
-    volatile
+-- The columns of a protected table its view exposes: its own path columns, and the
+-- columns of it that the paths of the tables depending on it use.
+create or replace function privacy.exposed_columns(p privacy.protected_tables)
+    returns smallint[]
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select pg_catalog.array_agg(distinct n order by n)
+      from (select pg_catalog.unnest(p.attnums) n
+            union
+            select pg_catalog.unnest(d.parent_attnums) from privacy.protected_tables d where d.parent_id = p.id) x
+     where n is not null
+$$;
+
+-- What the enforcement of protected table P_ID is, in the order it is created: one row
+-- per object (kind view, function, trigger, clone (a trigger PostgreSQL copies from the
+-- partitioned table), policy, rls, column, grant), with its DDL, and the text its hash
+-- covers (DDL with numbers for names, except in function bodies, which name the
+-- table's own path columns).
+create or replace function privacy.enforcement_plan(p_id integer)
+    returns table (step integer, kind text, relid oid, name text, ddl text, shape text)
+    stable
     set search_path = ''
     language plpgsql
 as $gen$
 declare
-    p privacy.protected_tables := privacy.registry_row(p_table);
+    p privacy.protected_tables;
+    v_rel regclass;
     v_parent privacy.protected_tables;
     v_subject privacy.subject_types;
     d privacy.protected_tables;
-    v_t text;
     v_fn text;
+    v_cols text[];            -- quoted names of the table's own path columns
     v_params text;
-    v_new_args text;
-    v_old_args text;
     v_types text[];
     v_body text;
+    v_lookup text;
     v_prop text := '';
     v_refby_changed text := '';
-    v_refby_columns name[] := '{}';
-    v_watched text;
+    v_watched smallint[];
     v_update_of text;
     v_app_before_update boolean;
     v_has_refby boolean := false;
     v_has_deps boolean := false;
     v_steward text := pg_catalog.quote_literal(privacy.steward_role());
     v_policy_check text;
-    v_ddl text[] := '{}';
-    v_functions text[] := '{}';
-    v_tag text;
     v_target oid;
     v_is_partition boolean;
-    v_stmt text;
-    v_own_permissive boolean;
-    v_hook text;
-    v_identity text;
+    v_owner name;
+    v_path_changed text;
+    v_step integer := 0;
+    v_exposed smallint[];
+    v_template text;
 begin
-    if p.id is null then
-        perform privacy.fail(pg_catalog.format('%s is not protected', p_table));
+    select * into p from privacy.protected_tables x where x.id = p_id;
+    v_rel := privacy.relation_of(p);
+    if v_rel is null then
+        return;
     end if;
-    v_t := p_table::text;
     v_fn := 'privacy.pt_' || p.id;
     select * into v_subject from privacy.subject_types s where s.subject_type = p.subject_type;
-    select pg_catalog.array_agg(privacy.column_type(p_table, c) order by i) into v_types
-      from pg_catalog.unnest(p.columns) with ordinality u(c, i);
+    if p.parent_id is not null then
+        select * into v_parent from privacy.protected_tables x where x.id = p.parent_id;
+    end if;
+    v_cols := privacy.quoted(privacy.column_names(v_rel, p.attnums));
+    select pg_catalog.array_agg(privacy.qualified_type(pg_catalog.format_type(a.atttypid, a.atttypmod)) order by k.i) into v_types
+      from pg_catalog.unnest(p.attnums) with ordinality k(n, i)
+      join pg_catalog.pg_attribute a on a.attrelid = v_rel and a.attnum = k.n;
     select pg_catalog.string_agg(pg_catalog.format('a%s %s', i, v_types[i]), ', ' order by i) into v_params
-      from pg_catalog.generate_subscripts(p.columns, 1) i;
-    v_new_args := privacy.join_columns('new.{c}', p.columns, ', ');
-    v_old_args := privacy.join_columns('old.{c}', p.columns, ', ');
-    if p.parent_table is not null then
-        select * into v_parent from privacy.protected_tables x
-         where (x.table_schema, x.table_name) = (p.parent_schema, p.parent_table);
+      from pg_catalog.generate_subscripts(v_types, 1) i;
+    v_owner := (select pg_catalog.pg_get_userbyid(c.relowner) from pg_catalog.pg_class c where c.oid = v_rel);
+
+    -- 1. The view the enforcement of the tables whose paths run through this one reads it
+    --    through (by OID). A table nothing depends on has none, so nothing of the
+    --    toolkit's stands in the way of dropping it (where no hold forbids it).
+    if exists (select 1 from privacy.protected_tables x where x.parent_id = p.id) then
+        v_exposed := privacy.exposed_columns(p);
+        step := (v_step + 1); v_step := step; kind := 'view'; relid := v_rel; name := 'pt_' || p.id || '_v';
+        v_template := pg_catalog.format('create view privacy.%I as select %s t.privacy_mark from %s t', name,
+            coalesce((select pg_catalog.string_agg(pg_catalog.format('t.%s as c%s,', privacy.ph_col(v_rel, n), n), ' ' order by n)
+                        from pg_catalog.unnest(v_exposed) n), ''),
+            privacy.ph_rel(v_rel));
+        ddl := privacy.render(v_template, true); shape := privacy.render(v_template, false);
+        return next;
+        step := (v_step + 1); v_step := step; kind := 'grant'; relid := v_rel; name := 'view to nobody';
+        ddl := pg_catalog.format('revoke all on privacy.%I from public', 'pt_' || p.id || '_v'); shape := ddl;
+        return next;
     end if;
 
-    -- 1. The mark of a row, from its path (as definer: never filtered by the caller's
-    --    row-level security, so an indirect path cannot fail open). It runs on every
-    --    INSERT, so it is one query and has no SET clause (which costs a GUC save and
-    --    restore per call): every name in it is schema-qualified, operators and types
-    --    included, so the caller's search_path cannot change what it means.
+    -- 2. The mark of a row from its path, as the toolkit's owner (never through the
+    --    caller's row-level security, so an indirect path cannot fail open). The lookup
+    --    reads the parent through its view; a column path first takes the subject's
+    --    writer lock, then reads its mark in a statement of its own (new snapshot).
     if p.path_kind = 'column' then
-        -- First the subject's writer lock (see privacy.subject_lock_class), then, in a
-        -- statement of its own and so with a snapshot taken after the lock, its mark.
-        v_body := pg_catalog.format($f$
-declare
-    v_mark smallint;
-begin
+        v_lookup := pg_catalog.format($f$
     perform case when pg_catalog.current_setting('transaction_isolation') operator(pg_catalog.=) 'read committed'
-                 then pg_catalog.pg_advisory_xact_lock_shared(%1$s, pg_catalog.hashtext(%2$L operator(pg_catalog.||) (a1::%3$s)::pg_catalog.text) operator(pg_catalog.&) 255)
-                 else privacy.lock_subject_guard(%4$L, (a1::%3$s)::pg_catalog.text) end;
+                 then pg_catalog.pg_advisory_xact_lock_shared(%1$s, privacy.writer_bucket(%2$L, ({k}::%3$s)::pg_catalog.text))
+                 else privacy.lock_subject_guard(%2$L, ({k}::%3$s)::pg_catalog.text) end;
     select s.mark into v_mark from privacy.subject_marks s
-     where s.subject_type operator(pg_catalog.=) %4$L and s.subject_key operator(pg_catalog.=) (a1::%3$s)::pg_catalog.text;
-    return coalesce(v_mark, 0);
-end;$f$, privacy.subject_lock_class(), p.subject_type || '/', privacy.qualified_type(v_subject.key_type), p.subject_type);
+     where s.subject_type operator(pg_catalog.=) %2$L and s.subject_key operator(pg_catalog.=) ({k}::%3$s)::pg_catalog.text;$f$,
+            privacy.subject_lock_class(), p.subject_type, privacy.qualified_type(v_subject.key_type));
     elsif p.path_kind = 'via' then
-        v_body := pg_catalog.format($f$
-declare
-    v_mark smallint;
-begin
-    select p.privacy_mark into v_mark from %s p where %s for share of p;
-    return coalesce(v_mark, 0);
-end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('p.{c} operator(pg_catalog.=) a{i}', p.parent_columns, ' and '));
+        v_lookup := pg_catalog.format($f$
+    select p.privacy_mark into v_mark from privacy.%I p where %s for share of p;$f$,
+            'pt_' || v_parent.id || '_v',
+            privacy.join_pairs('p.{a} operator(pg_catalog.=) {b}', privacy.view_columns(p.parent_attnums),
+                               (select pg_catalog.array_agg('{k' || i || '}' order by i) from pg_catalog.generate_subscripts(p.attnums, 1) i), ' and '));
     else
-        v_body := pg_catalog.format($f$
-begin
-    return coalesce((select pg_catalog.bit_or(r.privacy_mark) from %s r where %s), 0)::smallint;
-end;$f$, privacy.qualified(p.parent_schema, p.parent_table), privacy.join_columns('r.{c} operator(pg_catalog.=) a{i}', p.parent_columns, ' and '));
+        v_lookup := pg_catalog.format($f$
+    select pg_catalog.bit_or(r.privacy_mark) into v_mark from privacy.%I r where %s;$f$,
+            'pt_' || v_parent.id || '_v',
+            privacy.join_pairs('r.{a} operator(pg_catalog.=) {b}', privacy.view_columns(p.parent_attnums),
+                               (select pg_catalog.array_agg('{k' || i || '}' order by i) from pg_catalog.generate_subscripts(p.attnums, 1) i), ' and '));
     end if;
-    v_functions := v_functions || pg_catalog.format($f$
-create or replace function %s_mark(%s)
+    -- The mark function: placement and marking statements call it (no SET clause: it
+    -- runs once per row a placement marks; every name in it is qualified).
+    v_body := pg_catalog.replace(v_lookup, '{k}', 'a1');
+    for i in 1 .. pg_catalog.cardinality(p.attnums) loop
+        v_body := pg_catalog.replace(v_body, '{k' || i || '}', 'a' || i);
+    end loop;
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_mark(%s)', p.id, pg_catalog.array_to_string(v_types, ','));
+    ddl := pg_catalog.format($f$
+create function %s_mark(%s)
     returns smallint
     volatile
-    security definer
     language plpgsql
-as $body$%s
+as $body$
+declare
+    v_mark smallint;
+begin%s
+    return coalesce(v_mark, 0);
+end;
 $body$$f$, v_fn, v_params, v_body);
+    shape := ddl;
+    return next;
 
-    -- 2. The subjects of a row, for refusal messages: [[type, key], ...].
+    -- 3. The subjects of a row, for refusal messages and the journal: [[type, key], ...].
     if p.path_kind = 'column' then
         v_body := pg_catalog.format($f$
-    select case when a1 is null then '[]'::jsonb
-                else pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(%L, (a1::%s)::text)) end$f$,
-            p.subject_type, v_subject.key_type);
+    select case when a1 is null then '[]'::pg_catalog.jsonb
+                else pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(%L, (a1::%s)::pg_catalog.text)) end$f$,
+            p.subject_type, privacy.qualified_type(v_subject.key_type));
     else
         v_body := pg_catalog.format($f$
-    select coalesce(pg_catalog.jsonb_agg(e), '[]'::jsonb)
-      from %s r cross join lateral pg_catalog.jsonb_array_elements(privacy.pt_%s_subjects(%s)) e
+    select coalesce(pg_catalog.jsonb_agg(e), '[]'::pg_catalog.jsonb)
+      from privacy.%I r cross join lateral pg_catalog.jsonb_array_elements(privacy.pt_%s_subjects(%s)) e
      where %s$f$,
-            privacy.qualified(p.parent_schema, p.parent_table), v_parent.id,
-            privacy.join_columns('r.{c}', v_parent.columns, ', '),
-            privacy.join_columns('r.{c} = a{i}', p.parent_columns, ' and '));
+            'pt_' || v_parent.id || '_v', v_parent.id,
+            privacy.join_columns('r.{c}', privacy.view_columns(v_parent.attnums), ', '),
+            privacy.join_pairs('r.{a} operator(pg_catalog.=) {b}', privacy.view_columns(p.parent_attnums),
+                               (select pg_catalog.array_agg('a' || i order by i) from pg_catalog.generate_subscripts(p.attnums, 1) i), ' and '));
     end if;
-    v_functions := v_functions || pg_catalog.format($f$
-create or replace function %s_subjects(%s)
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_subjects(%s)', p.id, pg_catalog.array_to_string(v_types, ','));
+    ddl := pg_catalog.format($f$
+create function %s_subjects(%s)
     returns jsonb
     stable
-    security definer
     set search_path = ''
     language sql
 as $body$%s
 $body$$f$, v_fn, v_params, v_body);
+    shape := ddl;
+    return next;
 
-    -- 3. The UPDATE and DELETE trigger: runs as the caller, so it knows who is acting.
-    --    It fires only for marked rows and for changes of a row's path or mark. Changes a
-    --    steward makes to restricted rows, and changes under break-glass, are journaled
-    --    with the row's identity: its primary key, or the whole row where it has none.
-    select coalesce('pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(
-               pg_catalog.format('%L, old.%I', a.attname, a.attname), ', ' order by k.i) || ')',
-           'pg_catalog.to_jsonb(old) - ''privacy_mark''')
-      into v_identity
-      from pg_catalog.pg_index x
-      cross join lateral pg_catalog.unnest(x.indkey) with ordinality k(attnum, i)
-      join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
-     where x.indrelid = p_table and x.indisprimary;
-    v_functions := v_functions || pg_catalog.format($f$
-create or replace function %1$s_row()
+    -- 4. The INSERT trigger: every new row takes its mark from its path, whatever the
+    --    writer put there; a restricted subject's rows only a steward (or the owner) may
+    --    add. It runs on every INSERT: the lookup is inline, no SET clause, every name
+    --    qualified (the caller's search_path cannot change what it means).
+    v_body := pg_catalog.replace(v_lookup, '{k}', 'new.' || v_cols[1]);
+    for i in 1 .. pg_catalog.cardinality(v_cols) loop
+        v_body := pg_catalog.replace(v_body, '{k' || i || '}', 'new.' || v_cols[i]);
+    end loop;
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_insert()', p.id);
+    ddl := pg_catalog.format($f$
+create function %1$s_insert()
     returns trigger
     volatile
+    security definer
+    language plpgsql
+as $body$
+declare
+    v_mark smallint;
+begin%2$s
+    new.privacy_mark := coalesce(v_mark, 0);
+    -- (Nested, so that the common case evaluates one small expression.)
+    if new.privacy_mark operator(pg_catalog.>=) 2 then
+        if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+            perform privacy.refuse(tg_relid, 'INSERT', new.privacy_mark, %1$s_subjects(%3$s));
+        end if;
+    end if;
+    return new;
+end;
+$body$$f$, v_fn, v_body, privacy.join_columns('new.{c}', v_cols, ', '));
+    shape := ddl;
+    return next;
+
+    -- 5. The UPDATE and DELETE trigger, for marked rows and for changes of a row's path
+    --    or mark. Changes a steward makes to restricted rows, and changes under
+    --    break-glass, are journaled. On a partition it also exists as the partition's
+    --    own trigger (argument 'detached'), which acts only once the partition is
+    --    detached: PostgreSQL drops the copies of the parent's triggers then.
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_row()', p.id);
+    ddl := pg_catalog.format($f$
+create function %1$s_row()
+    returns trigger
+    volatile
+    security definer
     set search_path = ''
     language plpgsql
 as $body$
 declare
-    v_table text := pg_catalog.format('%%I.%%I', tg_table_schema, tg_table_name);
     v_mark smallint;
+    v_actor name := privacy.acting_role();
 begin
+    if tg_nargs > 0 and tg_argv[0] = 'detached' and (privacy.protected_table_of(tg_relid)).id is not null then
+        return case when tg_op = 'DELETE' then old else new end;  -- attached: the parent's trigger judges it
+    end if;
     if tg_op = 'DELETE' then
         if old.privacy_mark & 1 <> 0 then
-            if privacy.break_glass_reason(privacy.acting_role()) is null then
-                perform privacy.refuse(v_table, 'DELETE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
+            if privacy.break_glass_reason() is null then
+                perform privacy.refuse(tg_relid, 'DELETE', old.privacy_mark, %1$s_subjects(%2$s));
             end if;
-            perform privacy.journal('break_glass', tg_relid, 'DELETE', %4$s, pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s), privacy.acting_role());
+            perform privacy.journal(%4$s, 'break_glass', tg_relid, 'DELETE', pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s));
         elsif old.privacy_mark & 2 <> 0 then
-            if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-                perform privacy.refuse(v_table, 'DELETE', 2::smallint, %1$s_subjects(%2$s), privacy.acting_role());
+            if not privacy.is_privileged(v_actor, tg_relid) then
+                perform privacy.refuse(tg_relid, 'DELETE', old.privacy_mark, %1$s_subjects(%2$s));
             end if;
-            perform privacy.journal('correction', tg_relid, 'DELETE', %4$s, pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s), privacy.acting_role());
+            perform privacy.journal(%4$s, 'correction', tg_relid, 'DELETE', pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s));
         end if;
         return old;
     end if;
-    if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark then
+    if new.privacy_mark is distinct from old.privacy_mark then
         -- A marking statement (placement, release, propagation): it changes nothing
         -- but the mark, and only to the value the subject's state gives.
         v_mark := %1$s_mark(%2$s);
         if v_mark = old.privacy_mark and old.privacy_mark & 1 <> 0 then
-            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
+            perform privacy.refuse(tg_relid, 'UPDATE', old.privacy_mark, %1$s_subjects(%2$s));
         end if;
         new := old;
         new.privacy_mark := v_mark;
@@ -282,61 +455,46 @@ begin
     -- An UPDATE of a marked row, or one that changes the row's path.
     v_mark := %1$s_mark(%3$s);
     if old.privacy_mark & 1 <> 0 then
-        if privacy.break_glass_reason(privacy.acting_role()) is null then
-            perform privacy.refuse(v_table, 'UPDATE', 1::smallint, %1$s_subjects(%2$s), privacy.acting_role());
+        if privacy.break_glass_reason() is null then
+            perform privacy.refuse(tg_relid, 'UPDATE', old.privacy_mark, %1$s_subjects(%2$s));
         end if;
-        perform privacy.journal('break_glass', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
+        perform privacy.journal(%4$s, 'break_glass', tg_relid, 'UPDATE', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s));
     elsif old.privacy_mark & 2 <> 0 then
-        if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-            perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%2$s), privacy.acting_role());
+        if not privacy.is_privileged(v_actor, tg_relid) then
+            perform privacy.refuse(tg_relid, 'UPDATE', old.privacy_mark, %1$s_subjects(%2$s));
         end if;
-        perform privacy.journal('correction', tg_relid, 'UPDATE', %4$s, pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s), privacy.acting_role());
-    elsif v_mark & 2 <> 0 and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-        perform privacy.refuse(v_table, 'UPDATE', 2::smallint, %1$s_subjects(%3$s), privacy.acting_role());
+        perform privacy.journal(%4$s, 'correction', tg_relid, 'UPDATE', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s));
+    elsif v_mark & 2 <> 0 and not privacy.is_privileged(v_actor, tg_relid) then
+        perform privacy.refuse(tg_relid, 'UPDATE', v_mark, %1$s_subjects(%3$s));
     end if;
     new.privacy_mark := v_mark;
     return new;
 end;
-$body$$f$, v_fn, v_old_args, v_new_args, v_identity);
+$body$$f$, v_fn, privacy.join_columns('old.{c}', v_cols, ', '), privacy.join_columns('new.{c}', v_cols, ', '), p.id);
+    shape := ddl;
+    return next;
 
-    -- 3b. The INSERT trigger: every new row takes its mark from its path, whatever the
-    --     writer put there; a restricted subject's rows only a steward (or the owner)
-    --     may add. It runs on every INSERT: no SET clause, every name qualified.
-    v_functions := v_functions || pg_catalog.format($f$
-create or replace function %1$s_insert()
-    returns trigger
-    volatile
-    language plpgsql
-as $body$
-begin
-    new.privacy_mark := %1$s_mark(%2$s);
-    -- (Nested, so that the common case evaluates one small expression.)
-    if new.privacy_mark operator(pg_catalog.>=) 2 then
-        if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
-            perform privacy.refuse(pg_catalog.format('%%I.%%I', tg_table_schema, tg_table_name), 'INSERT', 2::smallint,
-                                   %1$s_subjects(%2$s), privacy.acting_role());
-        end if;
-    end if;
-    return new;
-end;
-$body$$f$, v_fn, v_new_args);
-
-    -- 4. Propagation to the tables whose marks derive from this one's rows.
-    for d in select * from privacy.protected_tables x
-              where (x.parent_schema, x.parent_table) = (p.table_schema, p.table_name) order by x.id loop
+    -- 6. Propagation to the tables whose marks derive from this one's rows. It names
+    --    them as they are now (their renames change this plan, and heal() regenerates
+    --    it); it runs only when a row's mark changes (placement, release) or a marked
+    --    row changes what it points at.
+    for d in select * from privacy.protected_tables x where x.parent_id = p.id and privacy.relation_of(x) is not null order by x.id loop
         v_has_deps := true;
         if d.path_kind = 'via' then
             v_prop := v_prop || pg_catalog.format($f$
     if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark then
         update %s c set privacy_mark = new.privacy_mark
          where %s and c.privacy_mark is distinct from new.privacy_mark;
-    end if;$f$, privacy.qualified(d.table_schema, d.table_name),
-                privacy.join_pairs('c.{a} = new.{b}', d.columns, d.parent_columns, ' and '));
+    end if;$f$, privacy.relation_of(d),
+                privacy.join_pairs('c.{a} = new.{b}', privacy.quoted(privacy.column_names(d.relid, d.attnums)),
+                                   privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ' and '));
         else
             v_has_refby := true;
-            v_refby_columns := v_refby_columns || d.parent_columns;
             v_refby_changed := v_refby_changed || pg_catalog.format(' or (%s) is distinct from (%s)',
-                privacy.join_columns('new.{c}', d.parent_columns, ', '), privacy.join_columns('old.{c}', d.parent_columns, ', '));
+                privacy.join_columns('new.{c}', (select pg_catalog.array_agg(privacy.ph_col(v_rel, n) order by i)
+                                                   from pg_catalog.unnest(d.parent_attnums) with ordinality u(n, i)), ', '),
+                privacy.join_columns('old.{c}', (select pg_catalog.array_agg(privacy.ph_col(v_rel, n) order by i)
+                                                   from pg_catalog.unnest(d.parent_attnums) with ordinality u(n, i)), ', '));
             v_prop := v_prop || pg_catalog.format($f$
     if tg_op in ('UPDATE', 'DELETE') and (%1$s) is not null then
         v_mark := privacy.pt_%2$s_mark(%1$s);
@@ -345,17 +503,20 @@ $body$$f$, v_fn, v_new_args);
     if tg_op in ('INSERT', 'UPDATE') and (%5$s) is not null then
         v_mark := privacy.pt_%2$s_mark(%5$s);
         update %3$s c set privacy_mark = v_mark where %6$s and c.privacy_mark is distinct from v_mark;
-    end if;$f$, privacy.join_columns('old.{c}', d.parent_columns, ', '), d.id,
-                privacy.qualified(d.table_schema, d.table_name),
-                privacy.join_pairs('c.{a} = old.{b}', d.columns, d.parent_columns, ' and '),
-                privacy.join_columns('new.{c}', d.parent_columns, ', '),
-                privacy.join_pairs('c.{a} = new.{b}', d.columns, d.parent_columns, ' and '));
+    end if;$f$,
+                privacy.join_columns('old.{c}', privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ', '), d.id,
+                privacy.relation_of(d),
+                privacy.join_pairs('c.{a} = old.{b}', privacy.quoted(privacy.column_names(d.relid, d.attnums)),
+                                   privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ' and '),
+                privacy.join_columns('new.{c}', privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ', '),
+                privacy.join_pairs('c.{a} = new.{b}', privacy.quoted(privacy.column_names(d.relid, d.attnums)),
+                                   privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ' and '));
         end if;
     end loop;
     if v_has_deps then
-        -- Runs as definer: it re-marks rows the caller may not see.
-        v_functions := v_functions || pg_catalog.format($f$
-create or replace function %s_propagate()
+        step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_propagate()', p.id);
+        ddl := pg_catalog.format($f$
+create function %s_propagate()
     returns trigger
     volatile
     security definer
@@ -368,226 +529,308 @@ begin%s
     return null;
 end;
 $body$$f$, v_fn, v_prop);
+        shape := ddl;
+        return next;
     end if;
 
-    -- 5. Triggers and policies. BEFORE row triggers are named zz_privacy_* so that
-    --    PostgreSQL (alphabetical order) fires them after the application's own
-    --    BEFORE triggers and they judge the row as it will be written.
-    --    What an ordinary UPDATE of an unmarked row costs is what PostgreSQL does per
-    --    statement for each row trigger's WHEN clause (it compiles it), so the UPDATE
-    --    triggers are split: one for marked rows with the smallest WHEN there is, one
-    --    for changes of the path or the mark that fires only when the statement names
-    --    those columns (UPDATE OF). An application BEFORE UPDATE trigger could change
-    --    them without the statement naming them: where a table has one, the second
-    --    trigger (and the propagation) fire on every UPDATE and test the values.
-    v_policy_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%s, ''MEMBER'')', v_steward);
-    select pg_catalog.string_agg(pg_catalog.quote_ident(c), ', ' order by c) into v_watched
-      from (select distinct c from pg_catalog.unnest(array['privacy_mark'::name] || p.columns || v_refby_columns) c) w;
+    -- 7. Who may use the trigger functions: the toolkit's owner, and the table's owner,
+    --    whom PostgreSQL checks when it copies row triggers onto a new partition. The
+    --    helpers are the owner's only.
+    if v_owner is distinct from current_user then
+        step := v_step + 1; v_step := step; kind := 'grant'; relid := v_rel; name := 'trigger functions to ' || v_owner;
+        ddl := pg_catalog.format('grant execute on function %1$s_insert(), %1$s_row()%2$s to %3$I', v_fn,
+                                 case when v_has_deps then ', ' || v_fn || '_propagate()' else '' end, v_owner);
+        shape := pg_catalog.format('grant execute on function %1$s_insert(), %1$s_row()%2$s to the owner of %3$s', v_fn,
+                                   case when v_has_deps then ', ' || v_fn || '_propagate()' else '' end, privacy.render(privacy.ph_rel(v_rel), false));
+        return next;
+    end if;
+
+    -- 8. Triggers and policies, on the table and on every partition and child. BEFORE
+    --    row triggers are named zz_privacy_* so that PostgreSQL (alphabetical order)
+    --    fires them after the application's own BEFORE triggers. What an UPDATE of an
+    --    unmarked row costs is what PostgreSQL does per statement for each row
+    --    trigger's WHEN clause (it compiles it), so the UPDATE triggers are split: one
+    --    for marked rows with the smallest WHEN there is, one for changes of the path or
+    --    the mark that fires only when the statement names those columns (UPDATE OF).
+    --    An application BEFORE UPDATE trigger could change them without the statement
+    --    naming them: where a table has one, the second trigger (and the propagation)
+    --    fire on every UPDATE and test the values.
+    -- The toolkit's owner reads restricted rows too, also where the table is FORCEd
+    -- under row-level security: its lookups (a child's parent's mark) must not fail open.
+    v_policy_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%s, ''MEMBER'') or pg_catalog.pg_has_role(%L, ''USAGE'')',
+        v_steward, (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy'));
+    select pg_catalog.array_agg(distinct n order by n) into v_watched
+      from (select pg_catalog.unnest(p.attnums) as n
+            union select pg_catalog.unnest(dep.parent_attnums) from privacy.protected_tables dep where dep.parent_id = p.id and dep.path_kind = 'referenced_by') w
+     where n is not null;
     select pg_catalog.bool_or(privacy.has_own_before_update_trigger(r.relid))
-      from (select p_table::oid as relid union all select x.relid from privacy.descendants(p_table) x) r
+      from (select v_rel::oid as relid union all select x.relid from privacy.descendants(v_rel) x) r
       into v_app_before_update;
-    v_update_of := case when v_app_before_update then '' else ' of ' || v_watched end;
+    v_update_of := case when v_app_before_update then ''
+                        else ' of privacy_mark, ' || (select pg_catalog.string_agg(privacy.ph_col(v_rel, n), ', ' order by n)
+                                                        from pg_catalog.unnest(v_watched) n) end;
+    v_path_changed := pg_catalog.format('(%s) is distinct from (%s)',
+        privacy.join_columns('new.{c}', (select pg_catalog.array_agg(privacy.ph_col(v_rel, n) order by i) from pg_catalog.unnest(p.attnums) with ordinality u(n, i)), ', '),
+        privacy.join_columns('old.{c}', (select pg_catalog.array_agg(privacy.ph_col(v_rel, n) order by i) from pg_catalog.unnest(p.attnums) with ordinality u(n, i)), ', '));
     for v_target, v_is_partition in
         select y.relid, y.is_partition from (
-            select p_table::oid as relid, false as is_partition, 0 as depth
+            select v_rel::oid as relid, false as is_partition, 0 as depth
             union all
-            select x.relid, x.is_partition, 1 from privacy.descendants(p_table) x) y
-         order by y.depth, y.relid::regclass::text  -- a stable order: the hash of the DDL must not vary
+            select x.relid, x.is_partition, 1 from privacy.descendants(v_rel) x) y
+         order by y.depth, y.relid::regclass::text  -- a stable order: the hash must not vary
     loop
-        if v_target = p_table::oid or not v_is_partition then
-            v_ddl := v_ddl || pg_catalog.format(
-                'create trigger zz_privacy_before_insert before insert on %s for each row execute function %s_insert()',
-                v_target::regclass, v_fn);
-            v_ddl := v_ddl || pg_catalog.format(
-                'create trigger zz_privacy_before_update before update on %s for each row when (old.privacy_mark <> 0) '
-                'execute function %s_row()', v_target::regclass, v_fn);
-            v_ddl := v_ddl || pg_catalog.format(
-                'create trigger zz_privacy_before_update_path before update%s on %s for each row when '
-                '(old.privacy_mark = 0 and (new.privacy_mark <> 0 or (%s) is distinct from (%s))) '
-                'execute function %s_row()', v_update_of, v_target::regclass, v_new_args, v_old_args, v_fn);
-            v_ddl := v_ddl || pg_catalog.format(
-                'create trigger zz_privacy_before_delete before delete on %s for each row when (old.privacy_mark <> 0) '
-                'execute function %s_row()', v_target::regclass, v_fn);
-            if v_has_deps then
-                v_ddl := v_ddl || pg_catalog.format(
-                    'create trigger privacy_after_update after update%s on %s for each row when '
-                    '(new.privacy_mark is distinct from old.privacy_mark or (old.privacy_mark <> 0 and (false%s))) '
-                    'execute function %s_propagate()', v_update_of, v_target::regclass, v_refby_changed, v_fn);
+        for kind, name, v_template in
+            select 'trigger', 'zz_privacy_before_insert',
+                   'create trigger zz_privacy_before_insert before insert on {target} for each row execute function ' || v_fn || '_insert()'
+            union all
+            select 'trigger', 'zz_privacy_before_update',
+                   'create trigger zz_privacy_before_update before update on {target} for each row when (old.privacy_mark <> 0) '
+                   'execute function ' || v_fn || '_row()'
+            union all
+            select 'trigger', 'zz_privacy_before_update_path',
+                   'create trigger zz_privacy_before_update_path before update' || v_update_of || ' on {target} for each row when '
+                   '(old.privacy_mark = 0 and (new.privacy_mark <> 0 or ' || v_path_changed || ')) execute function ' || v_fn || '_row()'
+            union all
+            select 'trigger', 'zz_privacy_before_delete',
+                   'create trigger zz_privacy_before_delete before delete on {target} for each row when (old.privacy_mark <> 0) '
+                   'execute function ' || v_fn || '_row()'
+            union all
+            select 'trigger', 'privacy_after_update',
+                   'create trigger privacy_after_update after update' || v_update_of || ' on {target} for each row when '
+                   '(new.privacy_mark is distinct from old.privacy_mark or (old.privacy_mark <> 0 and (false' || v_refby_changed || '))) '
+                   'execute function ' || v_fn || '_propagate()'
+             where v_has_deps
+            union all
+            select 'trigger', 'privacy_after_insert',
+                   'create trigger privacy_after_insert after insert on {target} for each row when (new.privacy_mark <> 0) '
+                   'execute function ' || v_fn || '_propagate()'
+             where v_has_refby
+            union all
+            select 'trigger', 'privacy_after_delete',
+                   'create trigger privacy_after_delete after delete on {target} for each row when (old.privacy_mark <> 0) '
+                   'execute function ' || v_fn || '_propagate()'
+             where v_has_refby
+        loop
+            -- PostgreSQL copies the partitioned table's row triggers onto its partitions.
+            step := v_step + 1; v_step := step; relid := v_target;
+            if v_target <> v_rel and v_is_partition then
+                kind := 'clone'; ddl := null;
+                shape := kind || ' ' || name || ' on ' || privacy.render(privacy.ph_rel(v_target), false);
+            else
+                v_template := pg_catalog.replace(v_template, '{target}', privacy.ph_rel(v_target));
+                ddl := privacy.render(v_template, true); shape := privacy.render(v_template, false);
             end if;
-            if v_has_refby then
-                v_ddl := v_ddl || pg_catalog.format(
-                    'create trigger privacy_after_insert after insert on %s for each row when (new.privacy_mark <> 0) '
-                    'execute function %s_propagate()', v_target::regclass, v_fn);
-                v_ddl := v_ddl || pg_catalog.format(
-                    'create trigger privacy_after_delete after delete on %s for each row when (old.privacy_mark <> 0) '
-                    'execute function %s_propagate()', v_target::regclass, v_fn);
-            end if;
+            return next;
+        end loop;
+        if v_target <> v_rel and v_is_partition then
+            -- The partition's own triggers for held and restricted rows: they outlive a DETACH.
+            for name, v_template in
+                select 'zz_privacy_detached_update',
+                       'create trigger zz_privacy_detached_update before update on {target} for each row when (old.privacy_mark <> 0) '
+                       'execute function ' || v_fn || '_row(''detached'')'
+                union all
+                select 'zz_privacy_detached_delete',
+                       'create trigger zz_privacy_detached_delete before delete on {target} for each row when (old.privacy_mark <> 0) '
+                       'execute function ' || v_fn || '_row(''detached'')'
+            loop
+                step := v_step + 1; v_step := step; kind := 'trigger'; relid := v_target;
+                v_template := pg_catalog.replace(v_template, '{target}', privacy.ph_rel(v_target));
+                ddl := privacy.render(v_template, true); shape := privacy.render(v_template, false);
+                return next;
+            end loop;
         end if;
-        v_ddl := v_ddl || pg_catalog.format(
-            'create trigger privacy_before_truncate before truncate on %s for each statement execute function privacy.guard_truncate()',
-            v_target::regclass);
-        v_ddl := v_ddl || pg_catalog.format('alter table %s enable row level security', v_target::regclass);
-        -- Stewards read and correct restricted data (and are refused by holds like everyone).
-        v_ddl := v_ddl || pg_catalog.format('grant usage on schema %I to %I',
-            (select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = v_target),
-            privacy.steward_role());
-        v_ddl := v_ddl || pg_catalog.format('grant select, insert, update, delete on %s to %I', v_target::regclass, privacy.steward_role());
-        v_ddl := v_ddl || pg_catalog.format(
-            'create policy privacy_hide_restricted on %s as restrictive for all to public using (%s) with check (%s)',
-            v_target::regclass, v_policy_check, v_policy_check);
-        -- Restrictive policies grant nothing by themselves; where the table has no
-        -- permissive policy of its own, add one that allows what grants allow.
-        select exists (select 1 from pg_catalog.pg_policy pol
-                        where pol.polrelid = v_target and pol.polpermissive and pol.polname !~ '^privacy_')
-          into v_own_permissive;
-        if not v_own_permissive then
-            v_ddl := v_ddl || pg_catalog.format(
-                'create policy privacy_permit_all on %s as permissive for all to public using (true) with check (true)',
-                v_target::regclass);
-        end if;
+        for kind, name, v_template in
+            select 'trigger', 'privacy_before_truncate',
+                   'create trigger privacy_before_truncate before truncate on {target} for each statement execute function privacy.guard_truncate()'
+            union all
+            select 'rls', 'row level security', 'alter table {target} enable row level security'
+            union all
+            -- Stewards read and correct restricted data (and are refused by holds like everyone).
+            select 'grant', 'schema usage to the steward role',
+                   pg_catalog.format('grant usage on schema %I to %I',
+                       (select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = v_target),
+                       privacy.steward_role())
+            union all
+            select 'grant', 'table privileges to the steward role',
+                   pg_catalog.format('grant select, insert, update, delete on {target} to %I', privacy.steward_role())
+            union all
+            select 'policy', 'privacy_hide_restricted',
+                   pg_catalog.format('create policy privacy_hide_restricted on {target} as restrictive for all to public using (%s) with check (%s)',
+                                     v_policy_check, v_policy_check)
+            union all
+            -- Restrictive policies grant nothing by themselves; where the table has no
+            -- permissive policy of its own, add one that allows what grants allow.
+            select 'policy', 'privacy_permit_all',
+                   'create policy privacy_permit_all on {target} as permissive for all to public using (true) with check (true)'
+             where not exists (select 1 from pg_catalog.pg_policy pol
+                                where pol.polrelid = v_target and pol.polpermissive and pol.polname !~ '^privacy_')
+        loop
+            step := v_step + 1; v_step := step; relid := v_target;
+            v_template := pg_catalog.replace(v_template, '{target}', privacy.ph_rel(v_target));
+            ddl := privacy.render(v_template, true); shape := privacy.render(v_template, false);
+            return next;
+        end loop;
     end loop;
-
-    v_tag := 'privacy ' || privacy.toolkit_version() || ' '
-          || pg_catalog.md5(pg_catalog.array_to_string(v_functions || v_ddl, E'\n'));
-    if p.enforcement is not distinct from v_tag
-       and not exists (select 1 from privacy.enforcement_status() s where s.protected_table = v_t and s.state <> 'installed') then
-        return false;  -- complete and current: leave the tables alone (no locks taken)
-    end if;
-
-    -- Our own DDL must not send the partition hook (50_partitions.sql) back in here.
-    v_hook := pg_catalog.current_setting('privacy.in_ddl_hook', true);
-    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
-    execute pg_catalog.format('alter table %s add column if not exists privacy_mark smallint not null default 0', v_t);
-    execute pg_catalog.format($c$comment on column %s.privacy_mark is 'Maintained by the privacy toolkit (bit 1: legal hold, bit 2: processing restriction). Do not write.'$c$, v_t);
-    perform privacy.drop_enforcement(p, false);
-    foreach v_stmt in array v_functions loop
-        execute v_stmt;
-    end loop;
-    foreach v_stmt in array v_ddl loop
-        execute v_stmt;
-    end loop;
-    -- Mark what was generated, so drift is detectable: the generation's tag, then a
-    -- hash of the object as it stands (an ALTER POLICY or CREATE OR REPLACE changes it).
-    for v_stmt in
-        select pg_catalog.format('comment on trigger %I on %s is %L', t.tgname, t.tgrelid::regclass,
-                                 v_tag || ' ' || privacy.object_hash('trigger', t.oid))
-          from pg_catalog.pg_trigger t
-         where t.tgparentid = 0 and t.tgname ~ '^(zz_)?privacy_'
-           and t.tgrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
-        union all
-        select pg_catalog.format('comment on policy %I on %s is %L', pol.polname, pol.polrelid::regclass,
-                                 v_tag || ' ' || privacy.object_hash('policy', pol.oid))
-          from pg_catalog.pg_policy pol
-         where pol.polname ~ '^privacy_'
-           and pol.polrelid in (select p_table::oid union all select x.relid from privacy.descendants(p_table) x)
-        union all
-        select pg_catalog.format('comment on function %s is %L', pr.oid::regprocedure,
-                                 v_tag || ' ' || privacy.object_hash('function', pr.oid))
-          from pg_catalog.pg_proc pr
-         where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ ('^pt_' || p.id || '_')
-    loop
-        execute v_stmt;
-    end loop;
-    -- Applications call the generated functions through the triggers; nothing else.
-    for v_stmt in select pr.oid::regprocedure::text from pg_catalog.pg_proc pr
-                   where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ ('^pt_' || p.id || '_') loop
-        execute 'revoke all on function ' || v_stmt || ' from public';
-    end loop;
-    -- (Trigger functions cannot be called directly; PostgreSQL checks them when it
-    -- clones row triggers onto a new partition, as whoever creates the partition.)
-    execute pg_catalog.format('grant execute on function %s_mark(%s), %s_subjects(%s), %s_row(), %s_insert() to public',
-        v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, pg_catalog.array_to_string(v_types, ','), v_fn, v_fn);
-    if v_has_deps then
-        execute pg_catalog.format('grant execute on function %s_propagate() to public', v_fn);
-    end if;
-    update privacy.protected_tables set enforcement = v_tag where id = p.id;
-    perform pg_catalog.set_config('privacy.in_ddl_hook', coalesce(v_hook, 'off'), true);
-    return true;
 end;
 $gen$;
 
+-- The tag of a plan: 'privacy <version> <md5 of the shapes of its objects>'.
+create or replace function privacy.plan_tag(p_id integer)
+    returns text
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select 'privacy ' || privacy.toolkit_version() || ' '
+        || pg_catalog.md5(coalesce(pg_catalog.string_agg(x.shape, E'\n' order by x.step), ''))
+      from privacy.enforcement_plan(p_id) x
+$$;
+
+-- Generates, idempotently, the enforcement of a protected table, its partitions and
+-- its inheritance children, as its plan says. Every object is commented
+-- '<plan tag> <hash of the object>' so status can tell outdated or altered ones.
+-- Returns whether anything had to be (re)generated.
+create or replace function privacy.enforce(p_table regclass)
+    returns boolean
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables := privacy.registry_row(p_table);
+    v_tag text;
+    s record;
+    v_hook text;
+    v_stmt text;
+    v_new oid[];
+    v_target oid;
+begin
+    if p.id is null then
+        perform privacy.fail(pg_catalog.format('%s is not protected', p_table));
+    end if;
+    v_tag := privacy.plan_tag(p.id);
+    if p.enforcement is not distinct from v_tag
+       and not exists (select 1 from privacy.table_status(p.id) x where x.state <> 'installed') then
+        return false;  -- complete and current: leave the tables alone (no locks taken)
+    end if;
+    -- Partitions and children without enforcement yet (created or attached since): the
+    -- rows they brought are marked once it is there.
+    select pg_catalog.array_agg(x.relid) into v_new
+      from privacy.descendants(p_table) x
+     where not exists (select 1 from pg_catalog.pg_policy pol where pol.polrelid = x.relid and pol.polname = 'privacy_hide_restricted');
+    -- Our own DDL must not send the DDL hooks (50_partitions.sql) back in here.
+    v_hook := pg_catalog.current_setting('privacy.in_ddl_hook', true);
+    perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
+    execute pg_catalog.format('alter table %s add column if not exists privacy_mark smallint not null default 0', p_table);
+    execute pg_catalog.format('comment on column %s.privacy_mark is %L', p_table,
+        privacy.table_marker(p.id) || ' Maintained by the privacy toolkit (bit 1: legal hold, bit 2: processing restriction). Do not write.');
+    perform privacy.drop_enforcement(p, false);
+    for s in select * from privacy.enforcement_plan(p.id) x where x.ddl is not null order by x.step loop
+        execute s.ddl;
+        -- Mark what was generated, so drift is detectable.
+        v_stmt := case s.kind
+            when 'view' then pg_catalog.format('comment on view privacy.%I is %L', s.name,
+                                               v_tag || ' ' || privacy.object_hash('view', ('privacy.' || pg_catalog.quote_ident(s.name))::regclass))
+            when 'function' then pg_catalog.format('comment on function privacy.%s is %L', s.name,
+                                                   v_tag || ' ' || privacy.object_hash('function', ('privacy.' || s.name)::regprocedure))
+            when 'trigger' then (select pg_catalog.format('comment on trigger %I on %s is %L', t.tgname, t.tgrelid::regclass,
+                                                          v_tag || ' ' || privacy.object_hash('trigger', t.oid))
+                                   from pg_catalog.pg_trigger t where t.tgrelid = s.relid and t.tgname = s.name)
+            when 'policy' then (select pg_catalog.format('comment on policy %I on %s is %L', pol.polname, pol.polrelid::regclass,
+                                                         v_tag || ' ' || privacy.object_hash('policy', pol.oid))
+                                  from pg_catalog.pg_policy pol where pol.polrelid = s.relid and pol.polname = s.name)
+        end;
+        if v_stmt is not null then
+            execute v_stmt;
+        end if;
+        if s.kind = 'function' then
+            execute pg_catalog.format('revoke all on function privacy.%s from public', s.name);
+        end if;
+    end loop;
+    update privacy.protected_tables set enforcement = v_tag where id = p.id;
+    foreach v_target in array coalesce(v_new, '{}') loop
+        perform privacy.remark_table(p.id, true, v_target::regclass);
+    end loop;
+    perform pg_catalog.set_config('privacy.in_ddl_hook', coalesce(v_hook, 'off'), true);
+    return true;
+end;
+$$;
+
 -- Sets the privacy_mark of a protected table's rows to what their subjects' state
 -- gives. p_full re-checks every marked row too (after an attach, restore or sync);
--- otherwise only rows on a path from a marked subject are touched. p_relation
--- narrows the work to one partition or child.
+-- otherwise only rows on a path from a marked subject are touched. p_relation narrows
+-- the work to one partition or child.
 create or replace function privacy.remark_table(p_id integer, p_full boolean, p_relation regclass default null)
     returns bigint
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
 declare
     p privacy.protected_tables;
     v_key_type text;
+    v_cols text;
     v_set text;
     v_marked text;
     v_count bigint;
 begin
     select * into p from privacy.protected_tables where id = p_id;
     select s.key_type into v_key_type from privacy.subject_types s where s.subject_type = p.subject_type;
+    v_cols := privacy.join_columns('t.{c}', privacy.quoted(privacy.column_names(p.relid, p.attnums)), ', ');
     if p.path_kind = 'column' then
         v_set := pg_catalog.format('select s.subject_key::%s from privacy.subject_marks s where s.subject_type = %L',
-            privacy.column_type(privacy.qualified(p.table_schema, p.table_name)::regclass, p.columns[1]), p.subject_type);
+            (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a
+              where a.attrelid = p.relid and a.attnum = p.attnums[1]), p.subject_type);
     else
-        v_set := pg_catalog.format('select %s from %s r where r.privacy_mark <> 0',
-            privacy.join_columns('r.{c}', p.parent_columns, ', '), privacy.qualified(p.parent_schema, p.parent_table));
+        v_set := pg_catalog.format('select %s from privacy.%I r where r.privacy_mark <> 0',
+            privacy.join_columns('r.{c}', privacy.view_columns(p.parent_attnums), ', '), 'pt_' || p.parent_id || '_v');
     end if;
-    v_marked := pg_catalog.format('(%s) in (%s)', privacy.join_columns('t.{c}', p.columns, ', '), v_set);
+    v_marked := pg_catalog.format('(%s) in (%s)', v_cols, v_set);
     if p_full then
         v_marked := '(t.privacy_mark <> 0 or ' || v_marked || ')';
     end if;
     execute pg_catalog.format(
         'update %s t set privacy_mark = privacy.pt_%s_mark(%s) where %s and t.privacy_mark is distinct from privacy.pt_%s_mark(%s)',
-        coalesce(p_relation::text, privacy.qualified(p.table_schema, p.table_name)), p.id, privacy.join_columns('t.{c}', p.columns, ', '),
-        v_marked, p.id, privacy.join_columns('t.{c}', p.columns, ', '));
+        coalesce(p_relation, privacy.relation_of(p))::text, p.id, v_cols, v_marked, p.id, v_cols);
     get diagnostics v_count = row_count;
     return v_count;
 end;
 $$;
 
--- Refuses TRUNCATE of a protected table, partition or child while it holds rows of a
--- held or restricted subject (TRUNCATE bypasses row triggers).
+-- Refuses TRUNCATE of a protected table, partition or child (or of a partition
+-- detached from one) while it holds rows of a held or restricted subject: TRUNCATE
+-- bypasses row triggers. Names a subject only where the caller may see its rows.
 create or replace function privacy.guard_truncate()
     returns trigger
-    volatile
-    set search_path = ''
-    language plpgsql
-as $$
-begin
-    perform privacy.check_truncate(tg_relid, privacy.acting_role());
-    return null;
-end;
-$$;
-
-create or replace function privacy.check_truncate(p_relid oid, p_actor name)
-    returns void
     volatile
     security definer
     set search_path = ''
     language plpgsql
 as $$
 declare
-    p privacy.protected_tables := privacy.protected_table_of(p_relid);
+    p privacy.protected_tables := privacy.protected_table_of(tg_relid);
     v_mark smallint;
     v_subjects jsonb;
 begin
-    if p.id is null then
-        return;
+    execute pg_catalog.format('select t.privacy_mark from %s t where t.privacy_mark <> 0 order by t.privacy_mark & 1 desc, t.privacy_mark limit 1',
+                              tg_relid::regclass)
+      into v_mark;
+    if v_mark is null then
+        return null;
     end if;
-    execute pg_catalog.format(
-        'select t.privacy_mark, privacy.pt_%s_subjects(%s) from %s t where t.privacy_mark <> 0 order by t.privacy_mark & 1 desc limit 1',
-        p.id, privacy.join_columns('t.{c}', p.columns, ', '), p_relid::regclass)
-      into v_mark, v_subjects;
-    if v_mark is not null then
-        perform privacy.refuse(p_relid::regclass::text, 'TRUNCATE',
-            case when v_mark & 1 <> 0 then 1 else 2 end::smallint, v_subjects, p_actor);
+    if p.id is not null then
+        execute pg_catalog.format('select privacy.pt_%s_subjects(%s) from %s t where t.privacy_mark = $1 limit 1', p.id,
+                                  privacy.join_columns('t.{c}', privacy.quoted(privacy.column_names(p.relid, p.attnums)), ', '), tg_relid::regclass)
+          into v_subjects using v_mark;
     end if;
+    perform privacy.refuse(tg_relid, 'TRUNCATE', v_mark, v_subjects);
+    return null;
 end;
 $$;
 
--- Regenerates the enforcement of every protected table (after an upgrade of the
--- toolkit or a change of steward role); returns how many tables were regenerated.
+-- Regenerates the enforcement of every protected table that is missing, disabled,
+-- altered or outdated (after an upgrade of the toolkit, a change of steward role, a
+-- rename, a new partition); returns how many tables were regenerated.
 create or replace function privacy.refresh_enforcement()
     returns integer
     volatile
@@ -599,8 +842,14 @@ declare
     v_rel regclass;
     v_count integer := 0;
 begin
-    for p in select * from privacy.protected_tables order by id loop
-        v_rel := pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name));
+    perform privacy.heal_registry();
+    -- Parents before the tables whose paths read their views.
+    for p in with recursive ordered(id, depth) as (
+                 select x.id, 0 from privacy.protected_tables x where x.parent_id is null
+                 union all
+                 select x.id, o.depth + 1 from privacy.protected_tables x join ordered o on x.parent_id = o.id)
+             select t.* from privacy.protected_tables t join ordered o on o.id = t.id order by o.depth, t.id loop
+        v_rel := privacy.relation_of(p);
         if v_rel is null then
             raise warning 'privacy: protected table % no longer exists', privacy.qualified(p.table_schema, p.table_name);
             continue;
@@ -609,6 +858,7 @@ begin
             v_count := v_count + 1;
         end if;
     end loop;
+    perform privacy.remember_fingerprint();
     return v_count;
 end;
 $$;
