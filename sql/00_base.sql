@@ -21,11 +21,37 @@ as $$ select '0.1.0' $$;
 create or replace function privacy.steward_role()
     returns name
     stable
-    security definer
     set search_path = ''
     language sql
 as $$
     select coalesce((select value from privacy.settings where name = 'steward_role'), 'privacy_steward')::name
+$$;
+
+-- Install, first step (run right after this file is loaded, before the others grant
+-- anything to the steward role): the steward role exists and is the one recorded.
+-- P_ROLE null keeps the recorded one (privacy_steward the first time). Creating the
+-- role needs CREATEROLE. pyctl install and yoyo's post-apply.py both call it.
+create or replace function privacy.ensure_steward_role(p_role name)
+    returns name
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_role name := coalesce(p_role, (select s.value from privacy.settings s where s.name = 'steward_role'), 'privacy_steward');
+begin
+    if not exists (select 1 from pg_catalog.pg_roles r where r.rolname = v_role) then
+        begin
+            execute pg_catalog.format('create role %I nologin', v_role);
+        exception when insufficient_privilege then
+            perform privacy.fail(pg_catalog.format('role %s does not exist and %s may not create roles: create it '
+                '(CREATE ROLE %s NOLOGIN) or pass --steward-role with an existing role', v_role, current_user, pg_catalog.quote_ident(v_role)));
+        end;
+    end if;
+    insert into privacy.settings (name, value) values ('steward_role', v_role)
+    on conflict (name) do update set value = excluded.value;
+    return v_role;
+end;
 $$;
 
 -- True when ROLE may act on restricted rows of TABLE: a steward, a member of the
@@ -33,7 +59,6 @@ $$;
 create or replace function privacy.is_privileged(p_role name, p_table oid)
     returns boolean
     stable
-    security definer
     set search_path = ''
     language sql
 as $$
@@ -43,9 +68,12 @@ as $$
                     where c.oid = p_table and pg_catalog.pg_has_role(p_role, c.relowner, 'USAGE'))
 $$;
 
--- The role the session acts as: the role it SET, else its login. Unlike current_user
--- it is the same inside SECURITY DEFINER functions, so they can record who called.
-create or replace function privacy.session_role()
+-- Who is acting, from the session alone: the role it SET ROLE to, else its login
+-- (session_user). It is the same inside the toolkit's SECURITY DEFINER functions and
+-- triggers, inside a referential cascade (which PostgreSQL runs as the table owner)
+-- and inside anybody's SECURITY DEFINER function, so no argument can claim another
+-- identity. The ledger records it as acting_role, and session_user as session_role.
+create or replace function privacy.acting_role()
     returns name
     stable
     set search_path = ''
@@ -54,63 +82,53 @@ as $$
     select coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user)::name
 $$;
 
--- The role a person is acting as: inside a referential cascade PostgreSQL runs as
--- the table owner, so below the first trigger level we judge by the role the
--- session has set (SET ROLE), else its login.
-create or replace function privacy.acting_role()
-    returns name
-    stable
-    set search_path = ''
-    language sql
-as $$
-    select case when pg_catalog.pg_trigger_depth() > 1
-                then privacy.session_role()
-                else current_user
-           end
-$$;
-
--- Raises the toolkit's refusal: SQLSTATE PV001, message prefix 'privacy: '.
-create or replace function privacy.refuse(p_table text, p_operation text, p_mark smallint, p_subjects jsonb, p_actor name)
+-- Raises the toolkit's refusal of OPERATION on RELID: SQLSTATE PV001, message prefix
+-- 'privacy: '. The message names the subject, the hold and its case only to a role
+-- that may see the row: whoever is refused because of a processing restriction (or of
+-- a hold on a restricted subject) and is not privileged learns that the row is
+-- restricted, not whose it is. The server log gets everything.
+create or replace function privacy.refuse(p_relid oid, p_operation text, p_mark smallint, p_subjects jsonb)
     returns void
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
 declare
-    v_what text;
-    v_subject text;
-    v_row privacy.processing_restrictions;
+    v_actor name := privacy.acting_role();
     v_kind text := case when p_mark & 1 <> 0 then 'legal_hold' else 'restriction' end;
+    v_table text := coalesce(p_relid::regclass::text, '(unknown table)');
+    v_row privacy.processing_restrictions;
+    v_subject text;
+    v_full text;
+    v_shown text;
 begin
     -- p_subjects: [[type, key], ...]; name the first one under the blocking kind.
     select r.* into v_row
       from pg_catalog.jsonb_array_elements(coalesce(p_subjects, '[]')) s
-      join privacy.processing_restrictions r
-        on r.subject_type = s->>0 and r.subject_key = s->>1
+      join privacy.processing_restrictions r on r.subject_type = s->>0 and r.subject_key = s->>1
      where r.released_at is null and r.kind = v_kind
      order by r.placed_at
      limit 1;
-    -- Outside a trigger nobody needs case references: don't hand them to whoever calls this.
-    if pg_catalog.pg_trigger_depth() = 0 then
-        v_row := null;
-    end if;
-    if v_row.id is null then
-        v_what := case when v_kind = 'legal_hold' then 'is under legal hold' else 'is under a processing restriction' end;
-        v_subject := coalesce((select (s->>0) || '/' || (s->>1) from pg_catalog.jsonb_array_elements(coalesce(p_subjects, '[]')) s limit 1), '(unknown)');
-    elsif v_kind = 'legal_hold' then
-        v_what := pg_catalog.format('is under legal hold %s (case %s)', v_row.id, v_row.case_ref);
-        v_subject := v_row.subject_type || '/' || v_row.subject_key;
+    v_subject := coalesce(v_row.subject_type || '/' || v_row.subject_key,
+                          (select (s->>0) || '/' || (s->>1) from pg_catalog.jsonb_array_elements(coalesce(p_subjects, '[]')) s limit 1),
+                          '(unknown)');
+    v_full := case when v_kind = 'legal_hold' and v_row.id is not null
+                   then pg_catalog.format('subject %s is under legal hold %s (case %s)', v_subject, v_row.id, v_row.case_ref)
+                   when v_kind = 'legal_hold' then pg_catalog.format('subject %s is under legal hold', v_subject)
+                   when v_row.id is not null then pg_catalog.format('subject %s is under processing restriction %s', v_subject, v_row.id)
+                   else pg_catalog.format('subject %s is under a processing restriction', v_subject) end;
+    if p_mark & 2 <> 0 and not privacy.is_privileged(v_actor, p_relid) then
+        v_shown := pg_catalog.format('%s under %s',
+            case when p_operation = 'TRUNCATE' then 'it holds rows of a subject' else 'the row''s subject is' end,
+            case when v_kind = 'legal_hold' then 'legal hold' else 'a processing restriction' end);
     else
-        v_what := pg_catalog.format('is under processing restriction %s', v_row.id);
-        v_subject := v_row.subject_type || '/' || v_row.subject_key;
+        v_shown := v_full;
     end if;
     -- The refused statement rolls back, so its trace goes to the server log.
-    raise log 'privacy: refused % on % by % (session %): subject % %',
-        p_operation, p_table, p_actor, session_user, v_subject, v_what;
+    raise log 'privacy: refused % on % by % (session %): %', p_operation, v_table, v_actor, session_user, v_full;
     raise exception using
         errcode = 'PV001',
-        message = pg_catalog.format('privacy: %s on %s refused: subject %s %s', p_operation, p_table, v_subject, v_what),
+        message = pg_catalog.format('privacy: %s on %s refused: %s', p_operation, v_table, v_shown),
         hint = case when v_kind = 'legal_hold'
                     then 'A legal hold preserves the data: nobody may change or delete it until the hold is released.'
                     else 'Restricted data may only be stored: only stewards may correct it until the restriction is released.' end;
@@ -168,7 +186,6 @@ create or replace function privacy.ledger_append(
         p_event text, p_subject_type text, p_subject_key text, p_restriction_id uuid, p_payload jsonb)
     returns bigint
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
@@ -181,7 +198,7 @@ begin
     v.seq := coalesce(v_last.seq, 0) + 1;
     v.recorded_at := pg_catalog.clock_timestamp();
     v.session_role := session_user;
-    v.acting_role := privacy.session_role();
+    v.acting_role := privacy.acting_role();
     v.event := p_event;
     v.subject_type := p_subject_type;
     v.subject_key := p_subject_key;

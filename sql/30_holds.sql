@@ -5,7 +5,6 @@
 create or replace function privacy.canonical_key(p_subject_type text, p_key text)
     returns text
     stable
-    security definer
     set search_path = ''
     language plpgsql
 as $$
@@ -15,12 +14,16 @@ declare
     v_found boolean;
 begin
     select * into s from privacy.subject_types x where x.subject_type = p_subject_type;
+    if privacy.root_of(s) is null then
+        perform privacy.fail(pg_catalog.format('the root table of subject type %s, %s, no longer exists', p_subject_type,
+            privacy.qualified(s.table_schema, s.table_name)));
+    end if;
     execute pg_catalog.format('select exists (select 1 from %s where %I = $1::%s)',
-        privacy.qualified(s.table_schema, s.table_name), s.key_column, s.key_type)
+        privacy.root_of(s), (privacy.column_names(s.relid, array[s.key_attnum]))[1], s.key_type)
       into v_found using v_key;
     if not v_found then
         perform privacy.fail(pg_catalog.format('unknown subject %s/%s: no row in %s with %s = %L', p_subject_type, p_key,
-            privacy.qualified(s.table_schema, s.table_name), pg_catalog.quote_ident(s.key_column), p_key));
+            privacy.root_of(s), pg_catalog.quote_ident((privacy.column_names(s.relid, array[s.key_attnum]))[1]), p_key));
     end if;
     return v_key;
 end;
@@ -33,7 +36,6 @@ $$;
 create or replace function privacy.refresh_subject(p_subject_type text, p_key text)
     returns smallint
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
@@ -46,10 +48,8 @@ begin
     end if;
     -- First, so that writers which checked this subject before us finish first, and
     -- those after us see our marks (privacy.subject_lock_class, sql/20_enforce.sql).
-    perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(),
-                                             pg_catalog.hashtext(p_subject_type || '/' || p_key) & 255);
-    update privacy.subject_guards set generation = generation + 1
-     where bucket = pg_catalog.hashtext(p_subject_type || '/' || p_key) & 1023;
+    perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(), privacy.writer_bucket(p_subject_type, p_key));
+    update privacy.subject_guards set generation = generation + 1 where bucket = privacy.guard_bucket(p_subject_type, p_key);
     select (case when pg_catalog.bool_or(r.kind = 'legal_hold') then 1 else 0 end
           | case when pg_catalog.bool_or(r.kind = 'restriction') then 2 else 0 end)::smallint
       into v_mark
@@ -62,10 +62,12 @@ begin
         insert into privacy.subject_marks (subject_type, subject_key, mark) values (p_subject_type, p_key, v_mark)
         on conflict (subject_type, subject_key) do update set mark = excluded.mark;
     end if;
-    for p in select * from privacy.protected_tables x where x.subject_type = p_subject_type and x.path_kind = 'column' order by x.id loop
+    -- By OID and column number, whatever the table and column are called now.
+    for p in select * from privacy.protected_tables x
+              where x.subject_type = p_subject_type and x.path_kind = 'column' and privacy.relation_of(x) is not null order by x.id loop
         execute pg_catalog.format('update %s t set privacy_mark = $1 where t.%I = $2::%s and t.privacy_mark is distinct from $1',
-            privacy.qualified(p.table_schema, p.table_name), p.columns[1],
-            privacy.column_type(privacy.qualified(p.table_schema, p.table_name)::regclass, p.columns[1]))
+            privacy.relation_of(p), (privacy.column_names(p.relid, p.attnums))[1],
+            (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]))
           using v_mark, p_key;
     end loop;
     return v_mark;
@@ -85,11 +87,12 @@ declare
     v_key text := privacy.canonical_key(p_subject_type, p_key);
     v_id uuid;
 begin
+    perform privacy.heal();  -- a partition attached or a table renamed since: enforced first
     perform privacy.require_text(p_case, 'a legal hold needs a case reference');
     perform privacy.require_text(p_reason, 'a legal hold needs a reason');
     insert into privacy.processing_restrictions (kind, subject_type, subject_key, case_ref, reason, placed_by, placed_role)
     values ('legal_hold', p_subject_type, v_key, p_case, p_reason, session_user,
-            privacy.session_role())
+            privacy.acting_role())
     returning id into v_id;
     perform privacy.refresh_subject(p_subject_type, v_key);
     perform privacy.ledger_append('hold_placed', p_subject_type, v_key, v_id,
@@ -113,13 +116,14 @@ declare
     v_key text := privacy.canonical_key(p_subject_type, p_key);
     v_id uuid;
 begin
+    perform privacy.heal();  -- a partition attached or a table renamed since: enforced first
     if p_basis is null or p_basis not in ('accuracy', 'unlawful', 'legal-claims', 'objection') then
         perform privacy.fail(pg_catalog.format('basis %L is not one of accuracy, unlawful, legal-claims, objection (GDPR Art. 18(1)(a)-(d))', p_basis));
     end if;
     perform privacy.require_text(p_reason, 'a restriction needs a reason');
     insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
     values ('restriction', p_subject_type, v_key, p_basis, p_reason, session_user,
-            privacy.session_role())
+            privacy.acting_role())
     returning id into v_id;
     perform privacy.refresh_subject(p_subject_type, v_key);
     perform privacy.ledger_append('restriction_placed', p_subject_type, v_key, v_id,
@@ -162,7 +166,6 @@ $$;
 create or replace function privacy.active_entry(p_id uuid, p_kind text)
     returns privacy.processing_restrictions
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
@@ -185,13 +188,12 @@ $$;
 create or replace function privacy.restriction_step(p_id uuid, p_step text, p_text text)
     returns void
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
 declare
     r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
-    v_actor name := privacy.session_role();
+    v_actor name := privacy.acting_role();
 begin
     perform privacy.require_text(p_text, pg_catalog.format('the %s step needs %s', p_step,
         case p_step when 'verify' then 'a note' when 'notify' then 'the channel the subject was told through' else 'the evidence of approval' end));
@@ -271,11 +273,12 @@ as $$
 declare
     r privacy.processing_restrictions := privacy.active_entry(p_id, 'legal_hold');
 begin
+    perform privacy.heal();
     perform privacy.require_text(p_reason, 'releasing a legal hold needs a reason');
     perform privacy.require_text(p_reference, 'releasing a legal hold needs a reference (the order, counsel''s instruction, the closing of the case)');
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
-           released_role = privacy.session_role(),
+           released_role = privacy.acting_role(),
            release_reason = p_reason, release_reference = p_reference
      where id = p_id;
     perform privacy.refresh_subject(r.subject_type, r.subject_key);
@@ -297,6 +300,7 @@ declare
     r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
     v_missing text[] := privacy.missing_steps(r);
 begin
+    perform privacy.heal();
     if pg_catalog.cardinality(v_missing) > 0 and not coalesce(p_force, false) then
         perform privacy.fail(pg_catalog.format(
             'release of restriction %s (%s) refused: missing step(s) %s; complete them, or force the release with a reason',
@@ -307,7 +311,7 @@ begin
     end if;
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
-           released_role = privacy.session_role(),
+           released_role = privacy.acting_role(),
            release_reason = coalesce(p_reason, 'lifecycle complete'),
            release_forced = coalesce(p_force, false) and pg_catalog.cardinality(v_missing) > 0
      where id = p_id;
@@ -332,8 +336,7 @@ declare
     v_seq bigint;
 begin
     perform privacy.require_text(p_reason, 'break-glass needs a reason');
-    if not pg_catalog.pg_has_role(privacy.session_role(),
-                                  privacy.steward_role(), 'MEMBER') then
+    if not pg_catalog.pg_has_role(privacy.acting_role(), privacy.steward_role(), 'MEMBER') then
         perform privacy.fail('break-glass is for stewards only');
     end if;
     select b.ledger_seq into v_seq from privacy.break_glass b where b.xact = pg_catalog.pg_current_xact_id();
@@ -342,48 +345,60 @@ begin
     end if;
     v_seq := privacy.ledger_append('break_glass', null, null, null, pg_catalog.jsonb_build_object('reason', p_reason));
     insert into privacy.break_glass (xact, session_role, acting_role, reason, declared_at, ledger_seq)
-    values (pg_catalog.pg_current_xact_id(), session_user,
-            privacy.session_role(), p_reason, pg_catalog.now(), v_seq);
+    values (pg_catalog.pg_current_xact_id(), session_user, privacy.acting_role(), p_reason, pg_catalog.now(), v_seq);
     return v_seq;
 end;
 $$;
 
--- The break-glass reason in force for ROLE in this transaction, if ROLE is a steward
--- (or pyctl sync declared it to replay a source's corrections).
-create or replace function privacy.break_glass_reason(p_role name)
+-- The break-glass reason in force in this transaction for whoever is acting, if it
+-- was declared by a steward (who must still be one) or by pyctl sync.
+create or replace function privacy.break_glass_reason()
     returns text
     stable
-    security definer
     set search_path = ''
     language sql
 as $$
     select b.reason from privacy.break_glass b
      where b.xact = pg_catalog.pg_current_xact_id_if_assigned()
-       and (b.for_sync or pg_catalog.pg_has_role(p_role, privacy.steward_role(), 'MEMBER'))
+       and (b.for_sync or pg_catalog.pg_has_role(privacy.acting_role(), privacy.steward_role(), 'MEMBER'))
 $$;
+
+-- The ledger payload's own keys without the nulls, but the values as they are: a
+-- column set to NULL is a change the record must keep (jsonb_strip_nulls would drop it).
+create or replace function privacy.strip_null_keys(p jsonb)
+    returns jsonb
+    immutable
+    set search_path = ''
+    language sql
+as $$ select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}') from pg_catalog.jsonb_each(p) e where e.value <> 'null'::jsonb $$;
 
 -- Journals a steward's change to a restricted subject's row (a correction) or a
 -- change under break-glass: row identity, changed columns before and after, the
--- restrictions or holds in force; in privacy.corrections and the ledger.
+-- restrictions or holds in force; in privacy.corrections and the ledger. Only the
+-- generated trigger functions call it (the owner's only): the row comes from the
+-- statement being run, the table from the registry, who acts from the session.
 create or replace function privacy.journal(
-        p_kind text, p_relid oid, p_operation text, p_identity jsonb, p_old jsonb, p_new jsonb, p_subjects jsonb, p_acting name)
+        p_table_id integer, p_kind text, p_relid oid, p_operation text, p_old jsonb, p_new jsonb, p_subjects jsonb)
     returns void
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
 declare
+    p privacy.protected_tables;
     v_old jsonb := p_old - 'privacy_mark';
     v_new jsonb := p_new - 'privacy_mark';
     v_before jsonb;
     v_after jsonb;
     v_ids uuid[];
     v_seq bigint;
-    v_schema name;
-    v_table name;
     v_reason text;
+    v_identity jsonb;
 begin
+    select * into p from privacy.protected_tables x where x.id = p_table_id;
+    if p.id is null then
+        perform privacy.fail(pg_catalog.format('protected table %s is not registered', p_table_id));
+    end if;
     if p_operation = 'UPDATE' then
         select pg_catalog.jsonb_object_agg(o.key, o.value), pg_catalog.jsonb_object_agg(o.key, v_new -> o.key)
           into v_before, v_after
@@ -396,24 +411,24 @@ begin
         v_before := v_old;
     end if;
     -- The protected table, not the partition: a replay goes through the parent.
-    select pt.table_schema, pt.table_name into v_schema, v_table from privacy.protected_table_of(p_relid) pt;
+    v_identity := privacy.row_identity(p.relid, v_old);
     select pg_catalog.array_agg(r.id order by r.placed_at) into v_ids
       from privacy.processing_restrictions r
       join pg_catalog.jsonb_array_elements(coalesce(p_subjects, '[]')) s on r.subject_type = s->>0 and r.subject_key = s->>1
      where r.released_at is null and r.kind = case p_kind when 'correction' then 'restriction' else 'legal_hold' end;
     if p_kind = 'break_glass' then
-        select b.reason into v_reason from privacy.break_glass b where b.xact = pg_catalog.pg_current_xact_id_if_assigned();
+        v_reason := privacy.break_glass_reason();
     end if;
     v_seq := privacy.ledger_append(case p_kind when 'correction' then 'correction' else 'break_glass_change' end,
         p_subjects->0->>0, p_subjects->0->>1, v_ids[1],
-        pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-            'table', privacy.qualified(v_schema, v_table), 'operation', p_operation, 'row', p_identity,
+        privacy.strip_null_keys(pg_catalog.jsonb_build_object(
+            'table', privacy.relation_of(p)::text, 'operation', p_operation, 'row', v_identity,
             'before', v_before, 'after', v_after, 'under', pg_catalog.to_jsonb(coalesce(v_ids, '{}')), 'reason', v_reason)));
     insert into privacy.corrections (recorded_at, kind, table_schema, table_name, operation, row_identity,
                                      before_values, after_values, subject_type, subject_key, restriction_ids,
                                      session_role, acting_role, ledger_seq)
-    values (pg_catalog.clock_timestamp(), p_kind, v_schema, v_table, p_operation, p_identity, v_before, v_after,
-            p_subjects->0->>0, p_subjects->0->>1, coalesce(v_ids, '{}'), session_user, p_acting, v_seq);
+    values (pg_catalog.clock_timestamp(), p_kind, p.table_schema, p.table_name, p_operation, v_identity, v_before, v_after,
+            p_subjects->0->>0, p_subjects->0->>1, coalesce(v_ids, '{}'), session_user, privacy.acting_role(), v_seq);
 end;
 $$;
 

@@ -63,7 +63,7 @@ begin
         perform privacy.fail(pg_catalog.format('recipient %s was already told of event %s at %s', p_recipient, p_seq, n.acked_at));
     end if;
     update privacy.recipient_notices set acked_at = pg_catalog.now(),
-           acked_by = privacy.session_role()
+           acked_by = privacy.acting_role()
      where recipient = p_recipient and ledger_seq = p_seq;
     select * into l from privacy.ledger x where x.seq = p_seq;
     perform privacy.ledger_append('recipient_notified', l.subject_type, l.subject_key, l.restriction_id,

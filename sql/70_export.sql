@@ -56,7 +56,8 @@ declare
     v_rel regclass;
     v_columns text;
     v_where text;
-    v_parent integer;
+    v_cols name[];
+    v_parent_rel oid;
 begin
     select * into p from privacy.protected_tables x where x.id = p_table_id;
     if not found then
@@ -66,23 +67,25 @@ begin
         perform privacy.fail(pg_catalog.format('%s holds rows of subject type %s, not %s',
             privacy.qualified(p.table_schema, p.table_name), p.subject_type, p_subject_type));
     end if;
-    v_rel := pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name));
+    v_rel := privacy.relation_of(p);
     if v_rel is null then
         perform privacy.fail(pg_catalog.format('protected table %s no longer exists', privacy.qualified(p.table_schema, p.table_name)));
     end if;
     select pg_catalog.string_agg(pg_catalog.format('t.%I', a.attname), ', ' order by a.attnum) into v_columns
       from pg_catalog.pg_attribute a
      where a.attrelid = v_rel and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark';
+    -- Names as they are now (the registry follows columns by number).
+    v_cols := privacy.column_names(v_rel, p.attnums);
     if p.path_kind = 'column' then
-        v_where := pg_catalog.format('t.%I = %L::%s', p.columns[1], v_key, privacy.column_type(v_rel, p.columns[1]));
+        v_where := pg_catalog.format('t.%I = %L::%s', v_cols[1], v_key, privacy.column_type(v_rel, v_cols[1]));
     else
         -- via: the foreign key points at the parent's rows of the subject; referenced_by:
         -- the parent's rows of the subject point at these rows.
-        select x.id into v_parent from privacy.protected_tables x
-         where (x.table_schema, x.table_name) = (p.parent_schema, p.parent_table);
+        select x.relid into v_parent_rel from privacy.protected_tables x where x.id = p.parent_id;
         v_where := pg_catalog.format('(%s) in (select %s from (%s) p)',
-            privacy.join_columns('t.{c}', p.columns, ', '), privacy.join_columns('p.{c}', p.parent_columns, ', '),
-            privacy.subject_rows_sql(v_parent, p_subject_type, v_key));
+            privacy.join_columns('t.{c}', privacy.quoted(v_cols), ', '),
+            privacy.join_columns('p.{c}', privacy.quoted(privacy.column_names(v_parent_rel, p.parent_attnums)), ', '),
+            privacy.subject_rows_sql(p.parent_id, p_subject_type, v_key));
     end if;
     return pg_catalog.format('select %s from %s t where %s', v_columns, v_rel, v_where);
 end;
@@ -124,6 +127,10 @@ begin
     end if;
     if p_details is not null and pg_catalog.jsonb_typeof(p_details) <> 'object' then
         perform privacy.fail('the details of an export must be a JSON object');
+    end if;
+    -- The steward's own account of the export: a summary, not a place to store data.
+    if pg_catalog.octet_length(coalesce(p_details, '{}')::text) > 65536 then
+        perform privacy.fail('the details of an export must stay under 64 kB');
     end if;
     return privacy.ledger_append('subject_exported', p_subject_type, v_key, null,
         coalesce(p_details, '{}'::jsonb) || pg_catalog.jsonb_build_object('manifest_sha256', p_manifest_sha256));

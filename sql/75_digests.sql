@@ -7,12 +7,14 @@
 -- A table's digest is the sha256 of its rows' sha256s, sorted.
 
 -- The subject's rows of protected table P_TABLE_ID as (identity, sha256 of the
--- canonical row); with P_COLUMNS, of those columns only (a column added since a hold
--- began is no change to held data; a column dropped or renamed since is).
-create or replace function privacy.subject_row_hashes(p_table_id integer, p_subject_type text, p_key text, p_columns text[] default null)
+-- canonical row). With P_COLUMNS and P_ATTNUMS (the table's columns when a hold began,
+-- by name and number), of those columns only and under those names: a column added
+-- since is no change to held data, a column renamed since is none either, a column
+-- dropped since is one. With P_COLUMNS alone (digests taken before 0.2.0), by name.
+create or replace function privacy.subject_row_hashes(p_table_id integer, p_subject_type text, p_key text,
+                                                      p_columns text[] default null, p_attnums smallint[] default null)
     returns table (row_identity jsonb, row_hash text)
     stable
-    security definer
     set search_path = ''
     set timezone = 'UTC'
     set extra_float_digits = 1
@@ -22,23 +24,33 @@ create or replace function privacy.subject_row_hashes(p_table_id integer, p_subj
 as $$
 declare
     p privacy.protected_tables;
+    v_doc text;
     v_identity text;
 begin
     select * into p from privacy.protected_tables x where x.id = p_table_id;
-    select coalesce('pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(
-               pg_catalog.format('%L, r.%I', a.attname, a.attname), ', ' order by k.i) || ')', 'pg_catalog.to_jsonb(r)')
-      into v_identity
-      from pg_catalog.pg_index x
-      cross join lateral pg_catalog.unnest(x.indkey) with ordinality k(attnum, i)
-      join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
-     where x.indrelid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)) and x.indisprimary;
+    if p_attnums is not null then
+        -- Each column under the name it had, by its number; a dropped one is left out.
+        select pg_catalog.format('pg_catalog.jsonb_build_object(%s)', coalesce(pg_catalog.string_agg(
+                   pg_catalog.format('%L, r.%I', p_columns[i], a.attname), ', ' order by i), '')),
+               'pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(
+                   pg_catalog.format('%L, r.%I', p_columns[i], a.attname), ', ' order by i)
+                   filter (where a.attnum = any (select pg_catalog.unnest(x.indkey) from pg_catalog.pg_index x
+                                                  where x.indrelid = p.relid and x.indisprimary)) || ')'
+          into v_doc, v_identity
+          from pg_catalog.generate_subscripts(p_attnums, 1) i
+          join pg_catalog.pg_attribute a on a.attrelid = p.relid and a.attnum = p_attnums[i] and not a.attisdropped;
+        v_identity := coalesce(v_identity, v_doc);
+    elsif p_columns is not null then
+        v_doc := '(select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), ''{}'') from pg_catalog.jsonb_each(pg_catalog.to_jsonb(r)) e '
+                 || 'where e.key = any (' || pg_catalog.quote_literal(p_columns::text) || '::text[]))';
+        v_identity := pg_catalog.format('privacy.row_identity(%s, %s)', p.relid, v_doc);
+    else
+        v_doc := 'pg_catalog.to_jsonb(r)';
+        v_identity := pg_catalog.format('privacy.row_identity(%s, pg_catalog.to_jsonb(r))', p.relid);
+    end if;
     return query execute pg_catalog.format(
         'select %s, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(%s::text, ''UTF8'')), ''hex'') from (%s) r',
-        v_identity,
-        case when p_columns is null then 'pg_catalog.to_jsonb(r)'
-             else '(select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), ''{}'') from pg_catalog.jsonb_each(pg_catalog.to_jsonb(r)) e '
-                  || 'where e.key = any (' || pg_catalog.quote_literal(p_columns::text) || '::text[]))' end,
-        privacy.subject_rows_sql(p_table_id, p_subject_type, p_key));
+        v_identity, v_doc, privacy.subject_rows_sql(p_table_id, p_subject_type, p_key));
 end;
 $$;
 
@@ -48,7 +60,6 @@ $$;
 create or replace function privacy.digest_hold(p_hold_id uuid)
     returns jsonb
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
@@ -57,6 +68,7 @@ declare
     p privacy.protected_tables;
     v_count bigint;
     v_digest text;
+    v_columns text[];
     v_tables jsonb := '[]';
 begin
     select * into r from privacy.processing_restrictions x where x.id = p_hold_id and x.kind = 'legal_hold';
@@ -67,23 +79,25 @@ begin
         with h as materialized (
             select x.row_identity, x.row_hash from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key) x
         ), digest as (
-            insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at, columns)
+            insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at, columns, attnums, table_id)
             select p_hold_id, p.table_schema, p.table_name, pg_catalog.count(*),
                    pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
                        coalesce(pg_catalog.string_agg(h.row_hash, '' order by h.row_hash), ''), 'UTF8')), 'hex'),
                    pg_catalog.clock_timestamp(),
                    (select pg_catalog.array_agg(a.attname::text order by a.attnum) from pg_catalog.pg_attribute a
-                     where a.attrelid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))
-                       and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark')
+                     where a.attrelid = p.relid and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark'),
+                   (select pg_catalog.array_agg(a.attnum order by a.attnum) from pg_catalog.pg_attribute a
+                     where a.attrelid = p.relid and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark'),
+                   p.id
               from h
-            returning row_count, digest
+            returning row_count, digest, columns
         ), held_rows as (
             insert into privacy.hold_digest_rows (hold_id, table_schema, table_name, row_identity, row_hash)
             select p_hold_id, p.table_schema, p.table_name, h.row_identity, h.row_hash from h
         )
-        select digest.row_count, digest.digest into v_count, v_digest from digest;
+        select digest.row_count, digest.digest, digest.columns into v_count, v_digest, v_columns from digest;
         v_tables := v_tables || pg_catalog.jsonb_build_object('table', privacy.qualified(p.table_schema, p.table_name),
-                                                              'rows', v_count, 'sha256', v_digest);
+                                                              'rows', v_count, 'sha256', v_digest, 'columns', v_columns);
     end loop;
     perform privacy.ledger_append('hold_digested', r.subject_type, r.subject_key, p_hold_id,
                                   pg_catalog.jsonb_build_object('tables', v_tables));
@@ -98,7 +112,7 @@ $$;
 create or replace function privacy.verify_hold(p_hold_id uuid)
     returns table (table_name text, status text, rows_at_hold bigint, rows_now bigint,
                    added bigint, changed jsonb, missing jsonb)
-    stable
+    volatile
     security definer
     set search_path = ''
     language plpgsql
@@ -112,14 +126,21 @@ begin
     if not found or r.kind <> 'legal_hold' then
         perform privacy.fail(pg_catalog.format('unknown legal hold %s', p_hold_id));
     end if;
+    -- A restored dump knows its tables anew first (a follower needs not, and cannot).
+    if not pg_catalog.pg_is_in_recovery() and pg_catalog.current_setting('transaction_read_only') = 'off'
+       and coalesce(pg_catalog.current_setting('privacy.in_ddl_hook', true), 'off') <> 'on' then
+        perform privacy.heal();
+    end if;
     if not exists (select 1 from privacy.hold_digests x where x.hold_id = p_hold_id) then
         perform privacy.fail(pg_catalog.format('legal hold %s has no digests (placed before this version of the toolkit)', p_hold_id));
     end if;
     for d in select * from privacy.hold_digests x where x.hold_id = p_hold_id order by x.table_schema, x.table_name loop
-        table_name := privacy.qualified(d.table_schema, d.table_name);
         rows_at_hold := d.row_count;
-        select * into p from privacy.protected_tables x where (x.table_schema, x.table_name) = (d.table_schema, d.table_name);
-        if p.id is null or pg_catalog.to_regclass(table_name) is null then
+        -- The table by its registry id (it may have been renamed since), else by the name it had.
+        select * into p from privacy.protected_tables x
+         where x.id = d.table_id or (d.table_id is null and (x.table_schema, x.table_name) = (d.table_schema, d.table_name));
+        table_name := coalesce(privacy.relation_of(p)::text, privacy.qualified(d.table_schema, d.table_name));
+        if p.id is null or privacy.relation_of(p) is null then
             status := 'violation'; rows_now := 0; added := 0; changed := '[]';
             missing := (select coalesce(pg_catalog.jsonb_agg(h.row_identity), '[]') from privacy.hold_digest_rows h
                          where (h.hold_id, h.table_schema, h.table_name) = (d.hold_id, d.table_schema, d.table_name));
@@ -128,7 +149,7 @@ begin
         end if;
         with now_rows as (
             select h.row_identity, h.row_hash, pg_catalog.count(*) as n
-              from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key, d.columns) h group by 1, 2
+              from privacy.subject_row_hashes(p.id, r.subject_type, r.subject_key, d.columns, d.attnums) h group by 1, 2
         ), then_rows as (
             select h.row_identity, h.row_hash, pg_catalog.count(*) as n from privacy.hold_digest_rows h
              where (h.hold_id, h.table_schema, h.table_name) = (d.hold_id, d.table_schema, d.table_name)

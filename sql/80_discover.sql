@@ -43,7 +43,7 @@ begin
     if not found then
         perform privacy.fail(pg_catalog.format('unknown subject type %L', p_subject_type));
     end if;
-    v_root := pg_catalog.to_regclass(privacy.qualified(s.table_schema, s.table_name));
+    v_root := privacy.root_of(s);
     if v_root is null then
         perform privacy.fail(pg_catalog.format('the root table of %s, %s, no longer exists', p_subject_type,
             privacy.qualified(s.table_schema, s.table_name)));

@@ -47,10 +47,9 @@ declare
     r record;
 begin
     select coalesce(pg_catalog.array_agg(x.oid), '{}') into v_protected from (
-        select pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))::oid as oid from privacy.protected_tables p
+        select privacy.relation_of(p)::oid as oid from privacy.protected_tables p
         union
-        select d.relid from privacy.protected_tables p
-         cross join lateral privacy.descendants(pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))) d
+        select d.relid from privacy.protected_tables p cross join lateral privacy.descendants(p.relid) d
     ) x where x.oid is not null;
 
     -- Generated enforcement that is missing, disabled, outdated or altered.
@@ -107,6 +106,7 @@ begin
               join pg_catalog.pg_depend d on d.classid = 'pg_catalog.pg_rewrite'::regclass and d.objid = w.oid
                                          and d.refclassid = 'pg_catalog.pg_class'::regclass
              where v.relkind in ('v', 'm') and d.refobjid = any (v_protected) and d.refobjid <> v.oid
+               and v.relnamespace <> 'privacy'::regnamespace  -- the toolkit's own views: its owner's alone
             union
             select v.oid, deps.base
               from deps
@@ -235,6 +235,50 @@ begin
         return next;
     end loop;
 
+    -- The toolkit's own functions: who may execute each must be what the shipped model
+    -- says (90_grants.sql), or its trust boundary is not what the README promises.
+    for r in
+        select x.f, x.expected, x.actual,
+               (select pg_catalog.array_agg(a order by a) from pg_catalog.unnest(x.actual) a where not a = any (coalesce(x.expected, '{}'))) as extra,
+               (select pg_catalog.array_agg(e order by e) from pg_catalog.unnest(x.expected) e where not e = any (x.actual)) as lacking
+          from (select p.oid::regprocedure::text as f, privacy.expected_grantees(p.oid) as expected,
+                       array(select distinct case when e.grantee = 0 then 'PUBLIC' else pg_catalog.pg_get_userbyid(e.grantee)::text end
+                               from pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) e
+                              where e.privilege_type = 'EXECUTE' and e.grantee <> p.proowner) as actual
+                  from pg_catalog.pg_proc p where p.pronamespace = 'privacy'::regnamespace) x
+         order by x.f
+    loop
+        if r.expected is null then
+            severity := 'error'; category := 'unclassified function'; object := r.f;
+            finding := pg_catalog.format('function %s in schema privacy is not part of the toolkit''s privilege model', r.f);
+            fix := pg_catalog.format('drop it (DROP FUNCTION %s), or reinstall: pyctl install drops what the model does not know', r.f);
+            fix_sql := null;
+            return next;
+        elsif r.extra is not null or r.lacking is not null then
+            severity := 'error'; category := 'function grants'; object := r.f;
+            finding := pg_catalog.format('%s may be executed by %s; the model says: %s', r.f,
+                coalesce(pg_catalog.array_to_string(r.actual, ', '), 'nobody'),
+                coalesce(nullif(pg_catalog.array_to_string(r.expected, ', '), ''), 'the toolkit''s owner only'));
+            fix := pg_catalog.concat_ws('; ',
+                (select pg_catalog.string_agg(pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %s', r.f,
+                            case when g = 'PUBLIC' then 'PUBLIC' else pg_catalog.quote_ident(g) end), '; ') from pg_catalog.unnest(r.extra) g),
+                (select pg_catalog.string_agg(pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', r.f,
+                            case when g = 'PUBLIC' then 'PUBLIC' else pg_catalog.quote_ident(g) end), '; ') from pg_catalog.unnest(r.lacking) g));
+            fix_sql := fix;
+            return next;
+        end if;
+    end loop;
+
+    -- The superuser's DDL guards, switched off.
+    for r in select e.evtname from pg_catalog.pg_event_trigger e
+              where e.evtname in ('privacy_protect_new_partitions', 'privacy_refuse_dropping_held_data') and e.evtenabled = 'D' order by 1 loop
+        severity := 'error'; category := 'ddl guard disabled'; object := r.evtname;
+        finding := pg_catalog.format('event trigger %s is disabled: DDL is neither healed nor refused', r.evtname);
+        fix := pg_catalog.format('as a superuser: ALTER EVENT TRIGGER %I ENABLE', r.evtname);
+        fix_sql := null;
+        return next;
+    end loop;
+
     -- Without the event triggers (a non-superuser installed), DDL is unguarded.
     if not exists (select 1 from pg_catalog.pg_event_trigger e where e.evtname = 'privacy_refuse_dropping_held_data')
        and exists (select 1 from privacy.protected_tables) then
@@ -267,7 +311,7 @@ begin
 
     -- Path columns without an index: placement reads the whole table.
     for r in
-        select p.*, pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name)) as rel
+        select p.*, privacy.relation_of(p) as rel
           from privacy.protected_tables p order by p.id
     loop
         if r.rel is not null and not exists (

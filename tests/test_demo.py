@@ -18,7 +18,8 @@ def test_demo_runs_under_a_minute_and_shows_refusals() -> None:
     assert elapsed < 60
     out = proc.stdout
     assert "refused [PV001] privacy: DELETE on public.customers refused: subject customer/3 is under legal hold" in out
-    assert "refused [PV001] privacy: INSERT on public.orders_2026 refused: subject customer/2 is under processing restriction" in out
+    # the application is told its row's subject is restricted, not whose it is
+    assert "refused [PV001] privacy: INSERT on public.orders_2026 refused: the row's subject is under a processing restriction" in out
     assert "app sees customers: Ada Active, Cy Former" in out  # Ben hidden while restricted
     assert "app sees customers: Ada Active, Ben Contests, Cy Former" in out  # and back after release
     assert "ledger verifies" in out

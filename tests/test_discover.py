@@ -166,7 +166,12 @@ CAUSES_AND_FIXES = [
      "drop rule log_product_delete on public.products"),
     ("publication", "everything_out", "create publication everything_out for table public.customers",
      "drop publication everything_out"),
-    ("enforcement disabled", "support.tickets", "alter table support.tickets disable trigger zz_privacy_before_delete", None),
+    # (Where a superuser installed the toolkit, its event trigger re-enables a trigger switched off at once:
+    # the superuser switches that off first.)
+    ("enforcement disabled", "support.tickets", "alter event trigger privacy_protect_new_partitions disable; "
+     "alter table support.tickets disable trigger zz_privacy_before_delete", None),
+    ("ddl guard disabled", "privacy_protect_new_partitions", "alter event trigger privacy_protect_new_partitions disable",
+     "alter event trigger privacy_protect_new_partitions enable"),
     ("enforcement outdated", "public.customers", "alter policy privacy_hide_restricted on public.customers using (true)", None),
     ("widening policy", "public.customers",
      "create policy tenant_only on public.customers as permissive for select to public using (id < 100)", None),

@@ -194,8 +194,13 @@ def test_app_cannot_add_rows_for_a_restricted_subject(db: Db, path: Path) -> Non
     before = count(db, path, 2)
     err = refused(db.app, path.insert.format(k=2))  # type: ignore[union-attr]
     message = str(err.diag.message_primary)
-    assert "INSERT on" in message and "customer/2" in message and restriction_id in message
+    # The application learns that the row's subject is restricted, not whose it is, nor which restriction.
+    assert "INSERT on" in message and "processing restriction" in message
+    assert "customer/2" not in message and restriction_id not in message
     assert count(db, path, 2) == before
+    # The server log has it all, for the DBA.
+    assert f"privacy: refused INSERT on {path.table.replace('public.orders', 'public.orders_2026')}" in db.cluster.log_text()
+    assert f"subject customer/2 is under processing restriction {restriction_id}" in db.cluster.log_text()
 
 
 @pytest.mark.parametrize("path", [p for p in PATHS if p.insert], ids=[i for p, i in zip(PATHS, IDS, strict=True) if p.insert])
