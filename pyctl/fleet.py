@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .db import PyctlError, connect, describe, installed, require_installed, require_primary
+from .db import PyctlError, connect, describe, heal, installed, require_installed, require_primary
 
 STATE_FORMAT = "pyctl-state/1"
 
@@ -228,24 +228,36 @@ def _check_target(target: psycopg.Connection, state: dict[str, Any], label: str)
     return prefix
 
 
+# Entries whose replay changes something: each ends a transaction of its own, so that a
+# sync stopped half-way keeps whole entries and resumes after the last one.
+REPLAYED_EVENTS = {"hold_placed", "restriction_placed", "restriction_verified", "subject_notified", "release_approved",
+                   "hold_released", "restriction_released", "hold_digested", "correction", "break_glass_change"}
+
+
+def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive entries, cut after each one that replays something (synced_* entries of a copy carry one)."""
+    batches: list[list[dict[str, Any]]] = [[]]
+    for entry in entries:
+        batches[-1].append(entry)
+        inner = (entry.get("payload") or {}).get("entry") if str(entry.get("event", "")).startswith("synced_") else None
+        if entry.get("event") in REPLAYED_EVENTS or (isinstance(inner, dict) and inner.get("event") in REPLAYED_EVENTS):
+            batches.append([])
+    return [b for b in batches if b]
+
+
 def sync(target_dsn: str, state: dict[str, Any], label: str, progress: bool = False) -> dict[str, Any]:
-    """Bring a fork or restored backup to the source's state. Idempotent and resumable:
-    each item commits on its own, and a rerun skips what is done."""
-    crash_after = int(os.environ.get("PYCTL_FAULT_SYNC_EXIT_AFTER", "0"))  # fault injection, for the tests
+    """Bring a fork or restored backup to the source's state by replaying the source's ledger.
+
+    The copy checks the source's entries itself (privacy.sync_replay): they must continue
+    the chain the two share, and only what an entry records is replayed. Idempotent and
+    resumable: each entry that changes something commits on its own, and a rerun starts
+    after the last entry replayed."""
     target = connect(target_dsn)
-    outcome: dict[str, Any] = {"target": label, "source": state["identity"], "registry": 0, "restrictions": {},
-                               "corrections": {}}
-    committed = 0
-
-    def step_done() -> None:
-        nonlocal committed
-        committed += 1
-        if crash_after and committed >= crash_after:
-            os._exit(75)
-
+    outcome: dict[str, Any] = {"target": label, "source": state["identity"], "registry": 0, "entries": {}}
     try:
         prefix = _check_target(target, state, label)
         source = state["identity"]
+        heal(target)  # a restored dump knows its tables anew (new OIDs) before anything is replayed
         # 1. subject types and protected tables the copy lacks
         with target.transaction():
             for s in state["subject_types"]:
@@ -268,38 +280,36 @@ def sync(target_dsn: str, state: dict[str, Any], label: str, progress: bool = Fa
                     target.execute("select privacy.protect_referenced_by(%s::regclass, %s::regclass, %s)",
                                    (qualified, parent, p["parent_columns"][0]))
                 outcome["registry"] += 1
-        # 2. holds and restrictions, with their lifecycle and releases
-        items = state["restrictions"]
-        with click.progressbar(items, label="restrictions", file=None) if progress else _nullbar(items) as bar:
-            for row in bar:
-                digests = [d for d in state["digests"] if d["hold_id"] == row["id"]]
-                rows = [d for d in state["digest_rows"] if d["hold_id"] == row["id"]]
+        # 2. the source's ledger after what the two share and what was replayed before
+        tables = [target.execute("select privacy.qualified(%s, %s)", (p["table_schema"], p["table_name"])).fetchone()[0]  # type: ignore[index]
+                  for p in state["protected_tables"]]
+        row = target.execute("select max(source_seq) from privacy.sync_replayed where source_identity = %s", (source,)).fetchone()
+        start = max(prefix, int(row[0]) if row and row[0] is not None else 0)
+        todo = [e for e in state.get("ledger") or [] if int(e["seq"]) > start]
+        batches = _batches(todo)
+        with click.progressbar(batches, label="ledger entries", file=None) if progress else _nullbar(batches) as bar:
+            for batch in bar:
+                holds = {e.get("restriction_id") for e in batch} | {((e.get("payload") or {}).get("entry") or {}).get("restriction_id")
+                                                                    for e in batch}
+                digests = [d for d in state["digests"] if d["hold_id"] in holds]
+                rows = [d for d in state["digest_rows"] if d["hold_id"] in holds]
                 with target.transaction():
-                    result = target.execute("select privacy.sync_restriction(%s, %s, %s, %s)",
-                                            (source, Jsonb(row), Jsonb(digests), Jsonb(rows))).fetchone()[0]  # type: ignore[index]
-                outcome["restrictions"][result] = outcome["restrictions"].get(result, 0) + 1
-                if result != "unchanged":
-                    step_done()
-        # 3. corrections made at the source after the copy was taken
-        for correction in state["corrections"]:
-            if int(correction["ledger_seq"]) <= prefix:
-                continue  # already in the copy's data
-            # Known at the copy by its position in the source's ledger, unique per source.
-            correction = {**correction, "id": correction["ledger_seq"]}
-            with target.transaction():
-                result = target.execute("select privacy.sync_correction(%s, %s)", (source, Jsonb(correction))).fetchone()[0]  # type: ignore[index]
-            outcome["corrections"][result] = outcome["corrections"].get(result, 0) + 1
-            if result != "already":
-                step_done()
-        # 4. record the position and acknowledge the copy
+                    results = target.execute("select privacy.sync_replay(%s, %s, %s, %s, %s, %s)",
+                                             (source, prefix, Jsonb(batch), Jsonb(digests), Jsonb(rows), Jsonb(tables))).fetchone()[0]  # type: ignore[index]
+                for r in results:
+                    outcome["entries"][r["outcome"]] = outcome["entries"].get(r["outcome"], 0) + 1
+        # 3. record the position and acknowledge the copy
         head = (state.get("ledger_head") or {}).get("seq") or 0
         with target.transaction():
             summary = target.execute("select privacy.sync_finish(%s, %s, %s)", (source, state["source_name"], head)).fetchone()[0]  # type: ignore[index]
         outcome.update(summary)
-        conflicts = target.execute(
-            "select item, detail from privacy.sync_applied where source_identity = %s and outcome = 'conflict' order by item",
-            (source,)).fetchall()
-        outcome["conflict_details"] = [{"item": c[0], **c[1]} for c in conflicts]
+        with target.cursor(row_factory=dict_row) as cur:
+            outcome["conflict_details"] = cur.execute(
+                "select source_seq, event, detail from privacy.sync_replayed where source_identity = %s and outcome = 'conflict' "
+                "order by source_seq", (source,)).fetchall()
+            outcome["refused_details"] = cur.execute(
+                "select source_seq, event, detail from privacy.sync_replayed where source_identity = %s and outcome = 'refused' "
+                "order by source_seq", (source,)).fetchall()
         return outcome
     except psycopg.Error as exc:
         raise PyctlError(f"sync of {label} stopped: {describe(exc)} (what was synced before stays; run it again to resume)") from None

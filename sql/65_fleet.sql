@@ -108,125 +108,277 @@ as $$
                         order by l.seq), '[]') from privacy.ledger l) end)
 $$;
 
--- Brings one hold or restriction of a source to this copy: inserted when missing
--- (with the digests taken at the source when a hold began), its lifecycle and
--- release copied when the source is further along; never rolled back. Marks follow.
-create or replace function privacy.sync_restriction(p_source text, p_row jsonb, p_digests jsonb, p_digest_rows jsonb)
-    returns text
-    volatile
-    security definer
+-- A ledger entry as a source sent it (JSON, hashes in hex) as a privacy.ledger row.
+create or replace function privacy.ledger_entry_of(p_entry jsonb)
+    returns privacy.ledger
+    immutable
     set search_path = ''
     language plpgsql
 as $$
 declare
-    v_new privacy.processing_restrictions := pg_catalog.jsonb_populate_record(null::privacy.processing_restrictions, p_row);
-    v_old privacy.processing_restrictions;
-    v_outcome text;
+    v privacy.ledger := pg_catalog.jsonb_populate_record(null::privacy.ledger, p_entry - 'prev_hash' - 'hash');
 begin
-    select * into v_old from privacy.processing_restrictions r where r.id = v_new.id for update;
-    if not found then
-        insert into privacy.processing_restrictions values (v_new.*);
-        insert into privacy.hold_digests
-        select (pg_catalog.jsonb_populate_record(null::privacy.hold_digests, d)).*
-          from pg_catalog.jsonb_array_elements(coalesce(p_digests, '[]')) d where (d->>'hold_id')::uuid = v_new.id;
-        insert into privacy.hold_digest_rows
-        select (pg_catalog.jsonb_populate_record(null::privacy.hold_digest_rows, d)).*
-          from pg_catalog.jsonb_array_elements(coalesce(p_digest_rows, '[]')) d where (d->>'hold_id')::uuid = v_new.id;
-        v_outcome := 'inserted';
-    elsif pg_catalog.to_jsonb(v_old) = pg_catalog.to_jsonb(v_new) then
-        return 'unchanged';
-    elsif v_old.released_at is not null and v_new.released_at is null then
-        return 'unchanged';  -- released here already: a source never un-releases
-    else
-        update privacy.processing_restrictions r set
-            state = v_new.state, verified_at = v_new.verified_at, verified_by = v_new.verified_by,
-            verification_note = v_new.verification_note, notified_at = v_new.notified_at, notified_by = v_new.notified_by,
-            notified_via = v_new.notified_via, approved_at = v_new.approved_at, approved_by = v_new.approved_by,
-            approval_evidence = v_new.approval_evidence, released_at = v_new.released_at, released_by = v_new.released_by,
-            released_role = v_new.released_role, release_reason = v_new.release_reason,
-            release_reference = v_new.release_reference, release_forced = v_new.release_forced
-         where r.id = v_new.id;
-        v_outcome := 'updated';
-    end if;
-    perform privacy.refresh_subject(v_new.subject_type, v_new.subject_key);
-    perform privacy.ledger_append('synced_' || v_new.kind, v_new.subject_type, v_new.subject_key, v_new.id,
-        pg_catalog.jsonb_build_object('source', p_source, 'outcome', v_outcome, 'state', v_new.state));
-    return v_outcome;
+    v.prev_hash := pg_catalog.decode(p_entry->>'prev_hash', 'hex');
+    v.hash := pg_catalog.decode(p_entry->>'hash', 'hex');
+    return v;
 end;
 $$;
 
--- Replays one correction of a source onto this copy, only where the row still holds
--- the values the correction started from; otherwise records a conflict and leaves
--- the row alone. Idempotent: a correction is looked at once per source.
-create or replace function privacy.sync_correction(p_source text, p_correction jsonb)
-    returns text
+-- Replays one entry of a source's verified ledger onto this copy and returns its
+-- outcome ('applied', 'already', 'conflict', 'refused', 'skipped') and detail. Only
+-- what the entry itself records is used: a hold or restriction and each step of its
+-- lifecycle, a correction (only on a table protected here and at the source), hold
+-- digests (the rows' hashes only where they add up to the digest the entry records).
+-- P_SEQ and P_HASH place it in the source's chain; synced_* entries of a source that
+-- is itself a copy carry the original entry, which is replayed.
+create or replace function privacy.sync_replay_entry(p_source text, p_seq bigint, p_hash bytea, p_entry jsonb,
+                                                     p_digests jsonb, p_digest_rows jsonb, p_source_tables jsonb)
+    returns table (outcome text, detail jsonb)
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
 declare
-    c privacy.corrections := pg_catalog.jsonb_populate_record(null::privacy.corrections, p_correction);
-    v_item text := 'correction:' || (p_correction->>'id');
-    v_rel regclass := pg_catalog.to_regclass(privacy.qualified(c.table_schema, c.table_name));
+    e privacy.ledger := privacy.ledger_entry_of(p_entry);
+    r privacy.processing_restrictions;
+    v_kind text;
+    v_state text;
+    v_payload jsonb;
+    v_rel regclass;
+    v_registry privacy.protected_tables;
     v_match text;
     v_set text;
     v_count bigint;
-    v_outcome text;
     v_seq bigint;
+    t jsonb;
+    d jsonb;
+    v_rows jsonb;
+    v_vouch jsonb := pg_catalog.jsonb_build_object('source', p_source, 'source_seq', p_seq, 'source_hash', pg_catalog.encode(p_hash, 'hex'));
 begin
-    if exists (select 1 from privacy.sync_applied a where a.source_identity = p_source and a.item = v_item) then
-        return 'already';
+    if e.event like 'synced\_%' and p_entry->'payload' ? 'entry' then
+        -- The source is itself a copy: the original entry is inside, and vouched for by this one.
+        return query select * from privacy.sync_replay_entry(p_source, p_seq, p_hash, p_entry->'payload'->'entry',
+                                                            p_digests, p_digest_rows, p_source_tables);
+        return;
     end if;
-    if v_rel is null then
-        perform privacy.fail(pg_catalog.format('table %s of correction %s does not exist here', privacy.qualified(c.table_schema, c.table_name), p_correction->>'id'));
-    end if;
-    -- The row: its identity and, for the columns the correction changed, their old values.
-    select pg_catalog.string_agg(pg_catalog.format('t.%I is not distinct from (pg_catalog.jsonb_populate_record(null::%s, $1)).%I', k, v_rel, k), ' and ')
-      into v_match
-      from (select pg_catalog.jsonb_object_keys(c.row_identity || c.before_values) k) x;
-    if c.operation = 'UPDATE' then
-        select pg_catalog.string_agg(pg_catalog.format('%I = (pg_catalog.jsonb_populate_record(null::%s, $2)).%I', k, v_rel, k), ', ')
-          into v_set from (select pg_catalog.jsonb_object_keys(c.after_values) k) x;
-    end if;
-    -- The copy's own holds bind it too: replay under a declared, journaled break-glass.
-    if not exists (select 1 from privacy.break_glass b where b.xact = pg_catalog.pg_current_xact_id()) then
-        v_seq := privacy.ledger_append('break_glass', null, null, null,
-            pg_catalog.jsonb_build_object('reason', 'sync: replaying corrections from ' || p_source));
-        insert into privacy.break_glass (xact, session_role, acting_role, reason, declared_at, ledger_seq, for_sync)
-        values (pg_catalog.pg_current_xact_id(), session_user, current_user, 'sync: replaying corrections from ' || p_source,
-                pg_catalog.now(), v_seq, true);
-    end if;
-    if c.operation = 'UPDATE' then
-        execute pg_catalog.format('update %s t set %s where %s', v_rel, v_set, v_match)
-          using c.row_identity || c.before_values, c.after_values;
+    v_payload := e.payload;
+    if e.event in ('hold_placed', 'restriction_placed') then
+        v_kind := case e.event when 'hold_placed' then 'legal_hold' else 'restriction' end;
+        if exists (select 1 from privacy.processing_restrictions x where x.id = e.restriction_id) then
+            return query select 'already'::text, pg_catalog.jsonb_build_object('id', e.restriction_id);
+            return;
+        end if;
+        if not exists (select 1 from privacy.subject_types s where s.subject_type = e.subject_type) then
+            return query select 'refused'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'why', 'unknown subject type ' || e.subject_type);
+            return;
+        end if;
+        insert into privacy.processing_restrictions (id, kind, subject_type, subject_key, basis, case_ref, reason,
+                                                     placed_by, placed_role, placed_at)
+        values (e.restriction_id, v_kind, e.subject_type, e.subject_key, v_payload->>'basis', v_payload->>'case', v_payload->>'reason',
+                e.session_role, e.acting_role, e.recorded_at);
+        v_state := 'placed';
+    elsif e.event in ('restriction_verified', 'subject_notified', 'release_approved', 'hold_released', 'restriction_released') then
+        select * into r from privacy.processing_restrictions x where x.id = e.restriction_id for update;
+        if not found then
+            return query select 'refused'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'why', 'its placement was never replayed here');
+            return;
+        end if;
+        v_kind := r.kind;
+        if r.released_at is not null
+           or (e.event = 'restriction_verified' and r.verified_at is not null)
+           or (e.event = 'subject_notified' and r.notified_at is not null)
+           or (e.event = 'release_approved' and r.approved_at is not null) then
+            return query select 'already'::text, pg_catalog.jsonb_build_object('id', e.restriction_id);
+            return;
+        end if;
+        if e.event = 'restriction_verified' then
+            update privacy.processing_restrictions set verified_at = e.recorded_at, verified_by = e.acting_role,
+                   verification_note = v_payload->>'note', state = 'verified' where id = r.id;
+        elsif e.event = 'subject_notified' then
+            update privacy.processing_restrictions set notified_at = e.recorded_at, notified_by = e.acting_role,
+                   notified_via = v_payload->>'via', state = 'notified' where id = r.id;
+        elsif e.event = 'release_approved' then
+            update privacy.processing_restrictions set approved_at = e.recorded_at, approved_by = e.acting_role,
+                   approval_evidence = v_payload->>'evidence', state = 'approved' where id = r.id;
+        else
+            update privacy.processing_restrictions
+               set state = 'released', released_at = e.recorded_at, released_by = e.session_role, released_role = e.acting_role,
+                   release_reason = v_payload->>'reason', release_reference = v_payload->>'reference',
+                   release_forced = coalesce((v_payload->>'forced')::boolean, false)
+             where id = r.id;
+        end if;
+        v_state := case e.event when 'restriction_verified' then 'verified' when 'subject_notified' then 'notified'
+                                when 'release_approved' then 'approved' else 'released' end;
+    elsif e.event = 'hold_digested' then
+        if exists (select 1 from privacy.hold_digests x where x.hold_id = e.restriction_id) then
+            return query select 'already'::text, pg_catalog.jsonb_build_object('id', e.restriction_id);
+            return;
+        end if;
+        if not exists (select 1 from privacy.processing_restrictions x where x.id = e.restriction_id and x.kind = 'legal_hold') then
+            return query select 'refused'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'why', 'its hold was never replayed here');
+            return;
+        end if;
+        -- Every table's digest as the entry records it; its rows' hashes must add up to it.
+        for t in select x from pg_catalog.jsonb_array_elements(coalesce(v_payload->'tables', '[]')) x loop
+            select x into d from pg_catalog.jsonb_array_elements(coalesce(p_digests, '[]')) x
+             where (x->>'hold_id')::uuid = e.restriction_id and privacy.qualified(x->>'table_schema', x->>'table_name') = t->>'table';
+            select coalesce(pg_catalog.jsonb_agg(x), '[]') into v_rows from pg_catalog.jsonb_array_elements(coalesce(p_digest_rows, '[]')) x
+             where (x->>'hold_id')::uuid = e.restriction_id and privacy.qualified(x->>'table_schema', x->>'table_name') = t->>'table';
+            if d is null or (d->>'row_count')::bigint is distinct from (t->>'rows')::bigint or d->>'digest' is distinct from t->>'sha256'
+               or pg_catalog.jsonb_array_length(v_rows) <> (t->>'rows')::bigint
+               or (select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(coalesce(pg_catalog.string_agg(x->>'row_hash', '' order by x->>'row_hash'), ''), 'UTF8')), 'hex')
+                     from pg_catalog.jsonb_array_elements(v_rows) x) is distinct from t->>'sha256'
+               or (t ? 'columns' and d->'columns' is distinct from t->'columns') then
+                delete from privacy.hold_digests x where x.hold_id = e.restriction_id;  -- nothing half-vouched
+                return query select 'refused'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'table', t->>'table',
+                    'why', 'the digest rows sent do not add up to the digest the entry records');
+                return;
+            end if;
+            v_registry := privacy.registry_row(pg_catalog.to_regclass(t->>'table'));
+            insert into privacy.hold_digests (hold_id, table_schema, table_name, row_count, digest, computed_at, columns, table_id, attnums)
+            values (e.restriction_id, d->>'table_schema', d->>'table_name', (t->>'rows')::bigint, t->>'sha256', e.recorded_at,
+                    case when d ? 'columns' and d->'columns' <> 'null' then array(select pg_catalog.jsonb_array_elements_text(d->'columns')) end,
+                    v_registry.id,
+                    case when d ? 'columns' and d->'columns' <> 'null' and v_registry.id is not null
+                         then (select pg_catalog.array_agg(a.attnum order by u.i)
+                                 from pg_catalog.jsonb_array_elements_text(d->'columns') with ordinality u(col, i)
+                                 left join pg_catalog.pg_attribute a on a.attrelid = v_registry.relid and a.attname = u.col and not a.attisdropped) end);
+            insert into privacy.hold_digest_rows (hold_id, table_schema, table_name, row_identity, row_hash)
+            select e.restriction_id, d->>'table_schema', d->>'table_name', x->'row_identity', x->>'row_hash'
+              from pg_catalog.jsonb_array_elements(v_rows) x;
+        end loop;
+        perform privacy.ledger_append('synced_hold_digested', e.subject_type, e.subject_key, e.restriction_id,
+            v_vouch || pg_catalog.jsonb_build_object('entry', p_entry));
+        return query select 'applied'::text, pg_catalog.jsonb_build_object('id', e.restriction_id);
+        return;
+    elsif e.event in ('correction', 'break_glass_change') then
+        v_rel := pg_catalog.to_regclass(v_payload->>'table');
+        v_registry := privacy.registry_row(v_rel);
+        if v_rel is null or v_registry.id is null or not (p_source_tables ? (v_payload->>'table')) then
+            return query select 'refused'::text, pg_catalog.jsonb_build_object('table', v_payload->>'table',
+                'why', 'a correction is replayed only on a table protected here and at the source');
+            return;
+        end if;
+        -- The row: its identity and, for the columns the correction changed, their old values.
+        select pg_catalog.string_agg(pg_catalog.format('t.%I is not distinct from (pg_catalog.jsonb_populate_record(null::%s, $1)).%I', k, v_rel, k), ' and ')
+          into v_match
+          from (select pg_catalog.jsonb_object_keys(coalesce(v_payload->'row', '{}') || coalesce(v_payload->'before', '{}')) k) x;
+        if v_payload->>'operation' = 'UPDATE' then
+            select pg_catalog.string_agg(pg_catalog.format('%I = (pg_catalog.jsonb_populate_record(null::%s, $2)).%I', k, v_rel, k), ', ')
+              into v_set from (select pg_catalog.jsonb_object_keys(v_payload->'after') k) x;
+        end if;
+        if v_match is null or (v_payload->>'operation' = 'UPDATE' and v_set is null) or v_payload->>'operation' not in ('UPDATE', 'DELETE') then
+            return query select 'refused'::text, pg_catalog.jsonb_build_object('table', v_rel::text, 'why', 'the entry does not say which row and what');
+            return;
+        end if;
+        -- The copy's own holds bind it too: replay under a declared, journaled break-glass.
+        if not exists (select 1 from privacy.break_glass b where b.xact = pg_catalog.pg_current_xact_id()) then
+            v_seq := privacy.ledger_append('break_glass', null, null, null,
+                pg_catalog.jsonb_build_object('reason', 'sync: replaying corrections from ' || p_source));
+            insert into privacy.break_glass (xact, session_role, acting_role, reason, declared_at, ledger_seq, for_sync)
+            values (pg_catalog.pg_current_xact_id(), session_user, privacy.acting_role(), 'sync: replaying corrections from ' || p_source,
+                    pg_catalog.now(), v_seq, true);
+        end if;
+        if v_payload->>'operation' = 'UPDATE' then
+            execute pg_catalog.format('update %s t set %s where %s', v_rel, v_set, v_match)
+              using coalesce(v_payload->'row', '{}') || coalesce(v_payload->'before', '{}'), v_payload->'after';
+        else
+            execute pg_catalog.format('delete from %s t where %s', v_rel, v_match) using coalesce(v_payload->'row', '{}') || coalesce(v_payload->'before', '{}');
+        end if;
+        get diagnostics v_count = row_count;
+        if v_count > 1 then
+            raise exception using errcode = 'PV002', message = pg_catalog.format(
+                'privacy: correction at %s of the source matches %s rows of %s here; not applied', p_seq, v_count, v_rel);
+        end if;
+        perform privacy.ledger_append(case when v_count = 1 then 'synced_correction' else 'sync_conflict' end,
+            e.subject_type, e.subject_key, null,
+            v_vouch || pg_catalog.jsonb_build_object('table', v_rel::text, 'operation', v_payload->>'operation', 'row', v_payload->'row',
+                                                    'entry', p_entry));
+        return query select case when v_count = 1 then 'applied' else 'conflict' end::text,
+            pg_catalog.jsonb_build_object('table', v_rel::text, 'operation', v_payload->>'operation', 'row', v_payload->'row',
+                                          'before', v_payload->'before', 'after', v_payload->'after');
+        return;
     else
-        execute pg_catalog.format('delete from %s t where %s', v_rel, v_match) using c.row_identity || c.before_values;
+        return query select 'skipped'::text, '{}'::jsonb;
+        return;
     end if;
-    get diagnostics v_count = row_count;
-    v_outcome := case when v_count = 1 then 'applied' else 'conflict' end;
-    if v_count > 1 then
-        raise exception using errcode = 'PV002', message = pg_catalog.format(
-            'privacy: correction %s matches %s rows of %s here; not applied', p_correction->>'id', v_count, v_rel);
+    perform privacy.refresh_subject(e.subject_type, e.subject_key);
+    perform privacy.ledger_append('synced_' || v_kind, e.subject_type, e.subject_key, e.restriction_id,
+        v_vouch || pg_catalog.jsonb_build_object('state', v_state, 'event', e.event, 'entry', p_entry));
+    return query select 'applied'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'state', v_state);
+end;
+$$;
+
+-- Replays consecutive entries of a source's ledger onto this copy, after checking
+-- that they are a verified continuation of what this copy already holds: the first
+-- one follows the last entry replayed from this source, or, on the first sync, this
+-- copy's own entry P_PREFIX (the last one the two share); every entry's hash covers
+-- its content and its predecessor's hash. Anything that does not verify is refused
+-- and nothing of the batch is replayed. Returns the outcome of each entry.
+-- (The toolkit's owner only: pyctl sync connects to the copy as its owner.)
+create or replace function privacy.sync_replay(p_source text, p_prefix bigint, p_entries jsonb,
+                                               p_digests jsonb, p_digest_rows jsonb, p_source_tables jsonb)
+    returns jsonb
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_anchor_seq bigint;
+    v_anchor_hash bytea;
+    v_entry jsonb;
+    e privacy.ledger;
+    v_prev bytea;
+    v_expected bigint;
+    v_results jsonb := '[]';
+    o record;
+begin
+    if pg_catalog.jsonb_typeof(p_entries) is distinct from 'array' or pg_catalog.jsonb_array_length(p_entries) = 0 then
+        perform privacy.fail('sync: no ledger entries to replay');
     end if;
-    insert into privacy.sync_applied (source_identity, item, outcome, detail, applied_at)
-    values (p_source, v_item, v_outcome, pg_catalog.jsonb_build_object('table', v_rel::text, 'operation', c.operation,
-            'row', c.row_identity, 'before', c.before_values, 'after', c.after_values), pg_catalog.now());
-    perform privacy.ledger_append(case v_outcome when 'applied' then 'synced_correction' else 'sync_conflict' end,
-        c.subject_type, c.subject_key, null,
-        pg_catalog.jsonb_build_object('source', p_source, 'correction', p_correction->>'id', 'table', v_rel::text,
-                                      'operation', c.operation, 'row', c.row_identity));
-    return v_outcome;
+    select x.source_seq, x.source_hash into v_anchor_seq, v_anchor_hash from privacy.sync_replayed x
+     where x.source_identity = p_source order by x.source_seq desc limit 1;
+    if v_anchor_seq is null then
+        select l.seq, l.hash into v_anchor_seq, v_anchor_hash from privacy.ledger l where l.seq = p_prefix;
+        if v_anchor_seq is null then
+            perform privacy.fail(pg_catalog.format('sync: this copy has no ledger entry %s to continue from', p_prefix));
+        end if;
+    end if;
+    v_prev := v_anchor_hash;
+    v_expected := v_anchor_seq + 1;
+    for v_entry in select x from pg_catalog.jsonb_array_elements(p_entries) x loop
+        e := privacy.ledger_entry_of(v_entry);
+        if e.seq is distinct from v_expected or e.prev_hash is distinct from v_prev
+           or e.hash is distinct from pg_catalog.sha256(coalesce(e.prev_hash, ''::bytea) || pg_catalog.convert_to(privacy.ledger_content(e), 'UTF8')) then
+            perform privacy.fail(pg_catalog.format(
+                'sync: the source''s ledger does not verify at entry %s (it must follow entry %s, hash %s): nothing was replayed',
+                coalesce(e.seq::text, '?'), v_expected - 1, pg_catalog.encode(v_prev, 'hex')));
+        end if;
+        v_prev := e.hash;
+        v_expected := e.seq + 1;
+    end loop;
+    for v_entry in select x from pg_catalog.jsonb_array_elements(p_entries) x loop
+        e := privacy.ledger_entry_of(v_entry);
+        select * into o from privacy.sync_replay_entry(p_source, e.seq, e.hash, v_entry, p_digests, p_digest_rows, p_source_tables);
+        insert into privacy.sync_replayed (source_identity, source_seq, source_hash, event, outcome, detail, replayed_at)
+        values (p_source, e.seq, e.hash, e.event, o.outcome, o.detail, pg_catalog.clock_timestamp());
+        if o.outcome = 'refused' then
+            perform privacy.ledger_append('sync_refused', e.subject_type, e.subject_key, e.restriction_id,
+                pg_catalog.jsonb_build_object('source', p_source, 'source_seq', e.seq, 'event', e.event) || o.detail);
+        end if;
+        v_results := v_results || pg_catalog.jsonb_build_object('seq', e.seq, 'event', e.event, 'outcome', o.outcome, 'detail', o.detail);
+    end loop;
+    return v_results;
 end;
 $$;
 
 -- Ends a sync: on the first sync from a source, re-marks every protected table in
 -- full (a restored dump may carry marks its triggers recomputed in load order);
 -- records the source's position and acknowledges this copy's identity.
+-- (The toolkit's owner only, like sync_replay.)
 create or replace function privacy.sync_finish(p_source text, p_source_name text, p_last_seq bigint)
     returns jsonb
     volatile
-    security definer
     set search_path = ''
     language plpgsql
 as $$
@@ -238,7 +390,9 @@ declare
 begin
     if v_first then
         for p in select * from privacy.protected_tables order by id loop
-            v_remarked := v_remarked + privacy.remark_table(p.id, true);
+            if privacy.relation_of(p) is not null then
+                v_remarked := v_remarked + privacy.remark_table(p.id, true);
+            end if;
         end loop;
     end if;
     insert into privacy.sync_sources (source_identity, source_name, last_seq, first_synced_at, last_synced_at)
@@ -249,7 +403,8 @@ begin
     on conflict (name) do update set value = excluded.value;
     select pg_catalog.jsonb_build_object('source', p_source, 'source_name', p_source_name, 'up_to_seq', p_last_seq,
            'rows_remarked', v_remarked,
-           'conflicts', (select pg_catalog.count(*) from privacy.sync_applied a where a.source_identity = p_source and a.outcome = 'conflict'))
+           'conflicts', (select pg_catalog.count(*) from privacy.sync_replayed a where a.source_identity = p_source and a.outcome = 'conflict'),
+           'refused', (select pg_catalog.count(*) from privacy.sync_replayed a where a.source_identity = p_source and a.outcome = 'refused'))
       into v_summary;
     perform privacy.ledger_append('sync_completed', null, null, null, v_summary);
     return v_summary;
@@ -258,10 +413,9 @@ $$;
 
 do $$
 begin
-    execute pg_catalog.format('grant select on privacy.fleet, privacy.sync_sources, privacy.sync_applied to %I', privacy.steward_role());
+    execute pg_catalog.format('grant select on privacy.fleet, privacy.sync_sources, privacy.sync_applied, privacy.sync_replayed to %I', privacy.steward_role());
     execute pg_catalog.format('grant execute on function privacy.copy_status(), privacy.database_identity(), '
-        'privacy.fleet_add(text, text, text, text), privacy.fleet_remove(text), privacy.source_state(boolean), '
-        'privacy.sync_restriction(text, jsonb, jsonb, jsonb), privacy.sync_correction(text, jsonb), '
-        'privacy.sync_finish(text, text, bigint) to %I', privacy.steward_role());
+        'privacy.fleet_add(text, text, text, text), privacy.fleet_remove(text), privacy.source_state(boolean) to %I',
+        privacy.steward_role());
 end;
 $$;

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -156,7 +155,7 @@ def test_sync_brings_a_fork_to_the_primarys_state(forked: tuple[Db, Cluster]) ->
         refused(app, "delete from customers where id = 1")                         # the fork's own hold is kept
     with psycopg.connect(fork.dsn(db.name), autocommit=True) as su:
         assert su.execute("select street from addresses where id = 4").fetchone() == ("changed on the fork",)  # conflict: left alone
-        assert su.execute("select count(*) from privacy.sync_applied where outcome = 'conflict'").fetchone() == (2,)
+        assert su.execute("select count(*) from privacy.sync_replayed where outcome = 'conflict'").fetchone() == (2,)
         assert su.execute("select * from privacy.verify_ledger()").fetchall() == []
         assert su.execute("select is_copy from privacy.copy_status()").fetchone() == (False,)
         assert su.execute("select status from privacy.verify_hold(%s) where table_name = 'public.orders'", (hold_id,)).fetchone() == ("unchanged",)
@@ -166,7 +165,7 @@ def test_sync_brings_a_fork_to_the_primarys_state(forked: tuple[Db, Cluster]) ->
     assert json.loads(cli(owner, "--json", "fleet", "status").stdout)[0]["behind"] == 0
     # idempotent: a second sync changes nothing
     again = json.loads(cli(owner, "--json", "sync", "staging").stdout)[0]
-    assert set(again["restrictions"]) == {"unchanged"} and set(again["corrections"]) == {"already"}
+    assert again["entries"] == {}  # every entry of the source was replayed before
     with psycopg.connect(fork.dsn(db.name), autocommit=True) as su:
         assert fork_state(su) == before
 
@@ -182,21 +181,34 @@ def test_a_correction_is_applied_where_the_row_still_holds_its_old_value(forked:
 
 
 def test_a_sync_killed_half_way_completes_when_run_again(forked: tuple[Db, Cluster]) -> None:
+    """Each source entry that changes something commits on its own: a sync killed while it waits
+    for a row keeps what it replayed, and a rerun starts after it."""
     db, fork = forked
     _diverge(db, fork)
     cli(db.dsn("shop_owner"), "fleet", "add", "staging", "--dsn", fork.dsn(db.name), "--kind", "fork")
-    env = {**os.environ, "PYCTL_FAULT_SYNC_EXIT_AFTER": "2"}
-    killed = subprocess.run([PYCTL, "--dsn", db.dsn("shop_owner"), "sync", "staging"], env=env, capture_output=True, text=True, check=False)
-    assert killed.returncode == 75
+    with psycopg.connect(fork.dsn(db.name), autocommit=True) as blocker, blocker.transaction():
+        blocker.execute("select 1 from addresses where id = 4 for update")  # marking and correcting it wait
+        proc = subprocess.Popen([PYCTL, "--dsn", db.dsn("shop_owner"), "sync", "staging"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        with psycopg.connect(fork.dsn(db.name), autocommit=True) as monitor:
+            wait_until(lambda: monitor.execute("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                                               "and query like '%sync_replay%'").fetchone() == (1,))
+        proc.kill()
+        proc.communicate()
     with psycopg.connect(fork.dsn(db.name), autocommit=True) as su:
+        wait_until(lambda: su.execute("select count(*) from pg_stat_activity where query like '%sync_replay%' "
+                                      "and pid <> pg_backend_pid()").fetchone() == (0,))
         assert su.execute("select count(*) from privacy.sync_sources").fetchone() == (0,)  # not finished
-        assert su.execute("select count(*) from privacy.ledger where event like 'synced_%'").fetchone()[0] == 2  # type: ignore[index]
+        replayed = su.execute("select count(*) from privacy.sync_replayed where outcome = 'applied'").fetchone()[0]  # type: ignore[index]
+        assert replayed == 3  # the hold and its digests, the release; the restriction (it marks address 4) waited
         assert su.execute("select * from privacy.verify_ledger()").fetchall() == []
     resumed = subprocess.run([PYCTL, "--dsn", db.dsn("shop_owner"), "sync", "staging"], capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr
     with psycopg.connect(fork.dsn(db.name), autocommit=True) as su:
         assert su.execute("select count(*) from privacy.sync_sources").fetchone() == (1,)
         assert su.execute("select count(*) from privacy.processing_restrictions where released_at is null").fetchone() == (3,)
+        assert su.execute("select outcome, count(*) from privacy.sync_replayed where outcome <> 'skipped' group by 1 order by 1").fetchall() \
+            == [("applied", 4), ("conflict", 2)]  # nothing replayed twice; the corrections met the fork's own change
         assert su.execute("select * from privacy.verify_ledger()").fetchall() == []
 
 
@@ -291,3 +303,95 @@ def test_a_target_without_the_toolkit_or_from_another_database_is_left_unchanged
     result = cli(owner, "sync", "bare")
     assert result.exit_code == 1 and "shares no ledger history" in result.stderr
     assert empty_db.scalar("select count(*) from privacy.ledger") == before
+
+
+# -- a copy replays only what the source's ledger vouches for ------------------------------------------
+
+
+def _rechain(db: Db, document: dict[str, object]) -> None:
+    """Recompute every hash of the ledger in a state file, and the file's sha256: what someone who
+    rewrote the file would do to hide it."""
+    import hashlib
+
+    state = document["state"]
+    assert isinstance(state, dict)
+    prev = None
+    for entry in state["ledger"]:
+        entry["prev_hash"] = prev
+        entry["hash"] = db.scalar(
+            "select encode(sha256(coalesce(decode(%s, 'hex'), ''::bytea) "
+            "|| convert_to(privacy.ledger_content(privacy.ledger_entry_of(%s::jsonb)), 'UTF8')), 'hex')",
+            (prev, json.dumps(entry)))
+        prev = entry["hash"]
+    body = json.dumps(state, sort_keys=True, separators=(",", ":"))
+    document["sha256"] = hashlib.sha256(body.encode()).hexdigest()
+
+
+@pytest.fixture
+def restored(db: Db, cluster: Cluster, other_cluster: Cluster) -> Iterator[str]:
+    """A pg_dump of the shop (Ben restricted) restored into another cluster: its DSN, as the owner."""
+    restrict(db, 2)
+    dump = subprocess.run([cluster.bin("pg_dump"), "-Fc", "-d", db.dsn("postgres")], capture_output=True, check=True).stdout
+    with psycopg.connect(other_cluster.dsn(), autocommit=True) as su:
+        su.execute("create database restored owner shop_owner")
+    proc = subprocess.run([other_cluster.bin("pg_restore"), "-d", other_cluster.dsn("restored")], input=dump, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    yield other_cluster.dsn("restored", user="shop_owner")
+
+
+def test_a_forged_entry_in_a_ledger_file_is_refused_and_reported(db: Db, restored: str, tmp_path: Path) -> None:
+    """Someone rewrote the file: a correction deleting a restriction's row, hashes recomputed. The chain
+    verifies, but the copy replays corrections only on tables protected on both sides."""
+    hold(db, 3)
+    path = tmp_path / "ledger.json"
+    assert cli(db.dsn("steward_user"), "ledger", "export", str(path)).exit_code == 0
+    document = json.loads(path.read_text())
+    restriction = document["state"]["restrictions"][0]
+    last = document["state"]["ledger"][-1]
+    document["state"]["ledger"].append({**last, "seq": last["seq"] + 1, "event": "correction", "subject_type": "customer",
+                                        "subject_key": "2", "restriction_id": None,
+                                        "payload": {"table": "privacy.processing_restrictions", "operation": "DELETE",
+                                                    "row": {"id": restriction["id"]}, "before": {"kind": "restriction"}}})
+    _rechain(db, document)
+    path.write_text(json.dumps(document))
+    result = cli(restored, "ledger", "import", str(path))
+    assert result.exit_code == 1 and "1 entries of the source's ledger were refused" in result.stderr, result.output
+    assert "refused: source entry" in result.stdout and "protected here and at the source" in result.stdout
+    with psycopg.connect(restored, autocommit=True) as owner:
+        assert owner.execute("select released_at is null from privacy.processing_restrictions where id = %s",
+                             (restriction["id"],)).fetchone() == (True,)
+        assert owner.execute("select count(*) from privacy.ledger where event = 'sync_refused'").fetchone() == (1,)
+        assert owner.execute("select * from privacy.verify_ledger()").fetchall() == []
+        assert owner.execute("select privacy.is_held('customer', '3')").fetchone() == (True,)  # the rest was synced
+
+
+def test_an_entry_altered_in_a_ledger_file_stops_the_sync_before_anything_is_replayed(db: Db, restored: str, tmp_path: Path) -> None:
+    hold(db, 3)
+    hold(db, 1, "OTHER")
+    path = tmp_path / "ledger.json"
+    assert cli(db.dsn("steward_user"), "ledger", "export", str(path)).exit_code == 0
+    document = json.loads(path.read_text())
+    entries = document["state"]["ledger"]
+    placed = next(e for e in entries if e["event"] == "hold_placed" and e["subject_key"] == "1")
+    placed["subject_key"] = "4"  # the hold, moved to another customer; the file's own sha256 recomputed, not the chain
+    import hashlib
+    document["sha256"] = hashlib.sha256(json.dumps(document["state"], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    path.write_text(json.dumps(document))
+    with psycopg.connect(restored, autocommit=True) as owner:
+        before = owner.execute("select count(*), max(seq) from privacy.ledger").fetchone()
+    result = cli(restored, "ledger", "import", str(path))
+    assert result.exit_code == 1 and f"does not verify at entry {placed['seq']}" in result.stderr, result.output
+    with psycopg.connect(restored, autocommit=True) as owner:
+        # the entries before it were replayed batch by batch; nothing from the altered one on
+        assert owner.execute("select privacy.is_held('customer', '4'), privacy.is_held('customer', '1')").fetchone() == (False, False)
+        assert owner.execute("select count(*) from privacy.sync_replayed where source_seq >= %s", (placed["seq"],)).fetchone() == (0,)
+        assert owner.execute("select * from privacy.verify_ledger()").fetchall() == []
+        assert owner.execute("select count(*) > %s from privacy.ledger", (before[0],)).fetchone() == (True,)  # type: ignore[index]
+
+
+def test_sync_is_the_owners_not_a_stewards(db: Db, restored: str, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    assert cli(db.dsn("steward_user"), "ledger", "export", str(path)).exit_code == 0
+    steward = restored.replace("user=shop_owner", "user=steward_user")
+    result = cli(steward, "ledger", "import", str(path))
+    assert result.exit_code == 1 and "permission denied for function" in result.stderr
