@@ -1,8 +1,9 @@
 """Post-apply hook for DBAs who run `yoyo apply` on these migrations directly.
 
-After the table migrations, reload every function, trigger function and policy
-generator from sql/ (shipped beside this directory) and regenerate the
-enforcement of every protected table. `pyctl install` does the same itself.
+After the table migrations, load every function, trigger function and policy
+generator from sql/ (shipped beside this directory) and finish the install, with the
+same SQL functions `pyctl install` calls: privacy.ensure_steward_role() right after
+00_base.sql, privacy.finish_install() at the end.
 """
 
 from pathlib import Path
@@ -14,19 +15,11 @@ _SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 def reload_sql(conn):  # noqa: ANN001, ANN201 - yoyo passes a DB-API connection
     cursor = conn.cursor()
-    cursor.execute(
-        "insert into privacy.settings (name, value) values ('steward_role', 'privacy_steward') "
-        "on conflict (name) do nothing"
-    )
-    cursor.execute(
-        "do $$ begin if not exists (select 1 from pg_catalog.pg_roles where rolname = "
-        "(select value from privacy.settings where name = 'steward_role')) then "
-        "execute format('create role %I nologin', (select value from privacy.settings where name = 'steward_role')); "
-        "end if; end $$"
-    )
-    for path in sorted(_SQL_DIR.glob("*.sql")):
+    for i, path in enumerate(sorted(_SQL_DIR.glob("*.sql"))):
         cursor.execute(path.read_text(encoding="utf-8"))
-    cursor.execute("select privacy.refresh_enforcement()")
+        if i == 0:
+            cursor.execute("select privacy.ensure_steward_role(null)")
+    cursor.execute("select privacy.finish_install('[]')")
 
 
 steps = [step(reload_sql)]

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from . import __version__
 from . import install as installer
-from .db import PyctlError, connect, describe, require_installed, require_primary
+from .db import PyctlError, connect, describe, heal, require_installed, require_primary
 from .output import emit_json, table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,6 +125,8 @@ def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool 
         if write:
             require_primary(conn)
         require_installed(conn)
+        if write:
+            heal(conn)
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query, params)
             return list(cur.fetchall()) if cur.description else []
@@ -1045,12 +1047,20 @@ def _print_sync(reports: list[dict[str, Any]]) -> None:
         emit_json(reports)
         return
     for r in reports:
+        entries = ", ".join(f"{n} {k}" for k, n in sorted(r["entries"].items())) or "none new"
         click.echo(f"{r['target']}: synced up to event {r.get('up_to_seq')} of {r['source']}; registry +{r['registry']}; "
-                   f"restrictions {r['restrictions'] or {}}; corrections {r['corrections'] or {}}; "
-                   f"rows re-marked {r.get('rows_remarked', 0)}; conflicts {r.get('conflicts', 0)}")
+                   f"source entries replayed: {entries}; rows re-marked {r.get('rows_remarked', 0)}; "
+                   f"conflicts {r.get('conflicts', 0)}; refused {r.get('refused', 0)}")
         for c in r.get("conflict_details", []):
-            click.echo(f"  conflict: {c['operation']} {c['table']} {json.dumps(c['row'])}: the row no longer holds "
-                       f"{json.dumps(c['before'])}; left alone")
+            d = c["detail"]
+            click.echo(f"  conflict: {d.get('operation')} {d.get('table')} {json.dumps(d.get('row'))} (source entry {c['source_seq']}): "
+                       f"the row no longer holds {json.dumps(d.get('before'))}; left alone")
+        for c in r.get("refused_details", []):
+            click.echo(f"  refused: source entry {c['source_seq']} ({c['event']}): {c['detail'].get('why')}")
+    refused = [r for r in reports if r.get("refused")]
+    if refused:
+        raise PyctlError(f"{sum(r['refused'] for r in refused)} entries of the source's ledger were refused "
+                         "(not vouched for, or not allowed here): see above; everything else was synced")
 
 
 # -- roles -----------------------------------------------------------------------------------
@@ -1063,7 +1073,7 @@ def roles() -> None:
 
 @roles.command("create-app")
 @click.argument("role")
-@click.option("--password", metavar="TEXT", help="Login password (default: a generated one, printed once).")
+@click.option("--password", metavar="TEXT", help="Login password (default: a generated one, printed once). Only its SCRAM verifier is sent.")
 @click.option("--schema", "schemas", multiple=True, metavar="NAME",
               help="Schemas whose tables the application uses (default: those holding protected tables).")
 @json_option
@@ -1071,36 +1081,21 @@ def roles_create_app(role: str, password: str | None, schemas: tuple[str, ...]) 
     """Create a login role for an application, subject to every hold and restriction.
 
     It gets SELECT, INSERT, UPDATE, DELETE on the tables and USAGE on the
-    sequences of the given schemas, and nothing that bypasses enforcement.
+    sequences of the given schemas, and nothing that bypasses enforcement. The
+    password is turned into a SCRAM-SHA-256 verifier here: the server never
+    receives (nor logs) it in clear.
 
     \b
     Example:
         pyctl roles create-app shop_app
     """
+    from .roles import scram_sha256_verifier
+
     secret = password or secrets.token_urlsafe(18)
-    conn = connect(settings().dsn)
-    try:
-        require_primary(conn)
-        require_installed(conn)
-        with conn.transaction():
-            if conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (role,)).fetchone():
-                raise PyctlError(f"role {role} already exists (check it with: pyctl roles check {role})")
-            if not schemas:
-                found = conn.execute("select distinct table_schema from privacy.protected_tables order by 1").fetchall()
-                schemas = tuple(r[0] for r in found) or ("public",)
-            conn.execute(sql.SQL("create role {} login password {} nosuperuser nobypassrls nocreaterole nocreatedb")
-                         .format(sql.Identifier(role), sql.Literal(secret)))
-            for schema in schemas:
-                if not conn.execute("select 1 from pg_catalog.pg_namespace where nspname = %s", (schema,)).fetchone():
-                    raise PyctlError(f"schema {schema} does not exist")
-                ident, who = sql.Identifier(schema), sql.Identifier(role)
-                conn.execute(sql.SQL("grant usage on schema {} to {}").format(ident, who))
-                conn.execute(sql.SQL("grant select, insert, update, delete on all tables in schema {} to {}").format(ident, who))
-                conn.execute(sql.SQL("grant usage, select on all sequences in schema {} to {}").format(ident, who))
-    except psycopg.Error as exc:
-        raise PyctlError(describe(exc)) from None
-    finally:
-        conn.close()
+    if not schemas:
+        found = run("select distinct table_schema from privacy.protected_tables order by 1", write=False)
+        schemas = tuple(r["table_schema"] for r in found) or ("public",)
+    run("select privacy.create_app_role(%s, %s, %s::name[])", (role, scram_sha256_verifier(secret), list(schemas)))
     data = {"role": role, "password": None if password else secret, "schemas": list(schemas)}
     if settings().json:
         emit_json(data)
@@ -1123,10 +1118,9 @@ def roles_check(role: str) -> None:
     Example:
         pyctl roles check shop_app
     """
-    rows = run(_ROLE_CHECK_QUERY, {"role": role}, write=False)
-    if not rows:
+    if not run("select 1 from pg_catalog.pg_roles where rolname = %s", (role,), write=False):
         raise PyctlError(f"role {role} does not exist")
-    problems = [p for p in rows[0]["problems"] if p]
+    problems = [r["problem"] for r in run("select problem from privacy.role_problems(%s)", (role,), write=False)]
     if settings().json:
         emit_json({"role": role, "restricted": not problems, "problems": problems})
     elif not problems:
@@ -1138,23 +1132,6 @@ def roles_check(role: str) -> None:
         raise PyctlError(f"{role} is not restricted ({len(problems)} problem(s))")
 
 
-_ROLE_CHECK_QUERY = """
-select array[
-    case when r.rolsuper then 'is a superuser: bypasses row-level security and can disable triggers' end,
-    case when r.rolbypassrls then 'has BYPASSRLS: sees restricted rows' end,
-    case when r.rolreplication then 'has REPLICATION: can stream every row' end,
-    case when pg_catalog.pg_has_role(r.oid, privacy.steward_role(), 'MEMBER')
-         then 'is a member of the steward role ' || privacy.steward_role() end,
-    (select 'owns or acts as the owner of protected table(s) ' || string_agg(distinct privacy.qualified(p.table_schema, p.table_name), ', ')
-       || ': owners bypass row-level security'
-       from privacy.protected_tables p
-       join pg_catalog.pg_class c on c.oid = pg_catalog.to_regclass(privacy.qualified(p.table_schema, p.table_name))
-      where pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE'))
-] as problems
-from pg_catalog.pg_roles r where r.rolname = %(role)s
-"""
-
-
 @roles.command("steward")
 @click.argument("role")
 def roles_steward(role: str) -> None:
@@ -1164,11 +1141,8 @@ def roles_steward(role: str) -> None:
     Example:
         pyctl roles steward alice
     """
-    rows = run("select 1 from pg_catalog.pg_roles where rolname = %s", (role,), write=False)
-    if not rows:
-        raise PyctlError(f"role {role} does not exist")
+    run("select privacy.add_steward(%s)", (role,))
     steward = run("select privacy.steward_role() as r", write=False)[0]["r"]
-    run(sql.SQL("grant {} to {}").format(sql.Identifier(steward), sql.Identifier(role)))
     click.echo(f"{role} is now a member of {steward}", err=True)
 
 

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
-from psycopg import sql
-
-REFUSED = "PV001"  # a hold or restriction refused the statement
-USAGE = "PV002"  # the SQL API was called with bad input
 
 
 class PyctlError(Exception):
@@ -51,19 +45,6 @@ def connect(dsn: str | None, *, autocommit: bool = True) -> psycopg.Connection:
         raise PyctlError(f"cannot connect: {exc}") from None
 
 
-@contextmanager
-def transaction(dsn: str | None) -> Iterator[psycopg.Connection]:
-    """A connection whose work commits at the end, or rolls back on any error."""
-    conn = connect(dsn)
-    try:
-        with conn.transaction():
-            yield conn
-    except psycopg.Error as exc:
-        raise PyctlError(describe(exc)) from None
-    finally:
-        conn.close()
-
-
 def require_primary(conn: psycopg.Connection) -> None:
     """Refuse to write on a follower (a server in recovery)."""
     row = conn.execute("select pg_catalog.pg_is_in_recovery()").fetchone()
@@ -93,5 +74,10 @@ def require_installed(conn: psycopg.Connection) -> None:
         raise PyctlError("the privacy toolkit is not installed in this database: run `pyctl install` first")
 
 
-def ident(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
+def heal(conn: psycopg.Connection) -> None:
+    """Before acting as the owner or a steward: enforce what a rename, a new partition or a
+    dropped trigger left unenforced (privacy.heal(), its own transaction; cheap when nothing changed)."""
+    allowed = conn.execute("select pg_catalog.has_function_privilege('privacy.heal()', 'execute')").fetchone()
+    if allowed and allowed[0]:
+        with conn.transaction():
+            conn.execute("select privacy.heal()")

@@ -41,7 +41,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from . import __version__
-from .db import PyctlError, connect, describe, require_installed, require_primary
+from .db import PyctlError, connect, describe, heal, require_installed, require_primary
 
 FORMATS = ("csv", "json", "ndjson", "sql")
 MANIFEST = "manifest.json"
@@ -315,7 +315,8 @@ def _subject_dir_name(subject_type: str, key: str) -> str:
 def _privileges(conn: psycopg.Connection) -> dict[str, Any]:
     row = conn.execute(
         "select current_user::text as role, r.rolsuper as superuser, "
-        "pg_catalog.pg_has_role(current_user, privacy.steward_role(), 'MEMBER') as steward, "
+        # Stewards may record an export (the steward role's name is theirs to read, not everyone's).
+        "pg_catalog.has_function_privilege('privacy.record_export(text, text, text, jsonb)', 'execute') as steward, "
         "pg_catalog.pg_has_role(current_user, (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'privacy'), 'MEMBER') "
         "  as toolkit_owner "
         "from pg_catalog.pg_roles r where r.rolname = current_user"
@@ -638,6 +639,7 @@ def export(dsn: str | None, out: Path, *, key: str | None = None, subject_type: 
         require_primary(conn)  # the export is recorded in the ledger
         priv = _privileges(conn)
         _refuse_unprivileged(priv)
+        heal(conn)  # a table renamed or a partition attached since: known before the snapshot
         conn.execute("select pg_catalog.set_config('client_encoding', 'UTF8', false)")
         subjects: list[_Subject] = []
         if key is not None:

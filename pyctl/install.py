@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
@@ -63,36 +62,18 @@ def apply_migrations(conninfo: str) -> list[str]:
         backend.connection.close()
 
 
-def reload_sql(conn: psycopg.Connection) -> int:
-    """Execute every file of sql/ and regenerate every protected table's enforcement.
+def reload_sql(conn: psycopg.Connection, steward_role: str | None = None, migrations: list[str] | None = None) -> dict[str, Any]:
+    """Load every file of sql/ and finish the install: the steps yoyo's post-apply.py runs too.
 
-    Runs inside the caller's transaction; returns the number of tables regenerated.
+    Runs inside the caller's transaction: 00_base.sql, privacy.ensure_steward_role() (the
+    other files grant to that role), the rest of sql/, then privacy.finish_install().
     """
-    for path in sql_files():
+    for i, path in enumerate(sql_files()):
         conn.execute(path.read_text(encoding="utf-8").encode())  # type: ignore[arg-type]
-    row = conn.execute("select privacy.refresh_enforcement()").fetchone()
-    return int(row[0]) if row else 0
-
-
-def _ensure_steward_role(conn: psycopg.Connection, role: str | None) -> str:
-    current = conn.execute("select value from privacy.settings where name = 'steward_role'").fetchone()
-    name = role or (current[0] if current else DEFAULT_STEWARD_ROLE)
-    exists = conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (name,)).fetchone()
-    if not exists:
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(name)))
-        except psycopg.errors.InsufficientPrivilege:
-            raise PyctlError(
-                f"role {name} does not exist and {_current_user(conn)} may not create roles: "
-                f"create it (CREATE ROLE {name} NOLOGIN) or pass --steward-role with an existing role"
-            ) from None
-    conn.execute(
-        "insert into privacy.settings (name, value) values ('steward_role', %s) "
-        "on conflict (name) do update set value = excluded.value",
-        (name,),
-    )
-    return name
+        if i == 0:
+            conn.execute("select privacy.ensure_steward_role(%s)", (steward_role,))
+    row = conn.execute("select privacy.finish_install(%s::jsonb)", (json.dumps(migrations or []),)).fetchone()
+    return dict(row[0]) if row else {}
 
 
 def _current_user(conn: psycopg.Connection) -> str:
@@ -139,29 +120,11 @@ def install(dsn: str | None, steward_role: str | None = None) -> dict[str, Any]:
             raise PyctlError(f"migration failed: {describe(exc)}") from None
         try:
             with conn.transaction():
-                role = _ensure_steward_role(conn, steward_role)
-                regenerated = reload_sql(conn)
-                # Where the primary is, so a follower can say so when it refuses a write.
-                conn.execute(
-                    "insert into privacy.settings (name, value) "
-                    "select 'primary_address', pg_catalog.host(pg_catalog.inet_server_addr()) || ':' || pg_catalog.inet_server_port() "
-                    "where pg_catalog.inet_server_addr() is not null "
-                    "on conflict (name) do update set value = excluded.value"
-                )
-                # What this database is, so a restored dump or a fork can tell it is a copy.
-                conn.execute(
-                    "insert into privacy.settings (name, value) values ('database_identity', privacy.database_identity()) "
-                    "on conflict (name) do nothing"
-                )
-                conn.execute(
-                    "select privacy.ledger_append('toolkit_installed', null, null, null, "
-                    "pg_catalog.jsonb_build_object('version', privacy.toolkit_version(), 'migrations', %s::jsonb))",
-                    (json.dumps(applied),),
-                )
+                done = reload_sql(conn, steward_role, applied)
         except psycopg.Error as exc:
             raise PyctlError(f"install failed: {describe(exc)}") from None
-        return {"version": __version__, "migrations_applied": applied, "steward_role": role,
-                "tables_regenerated": regenerated}
+        return {"version": __version__, "migrations_applied": applied, "steward_role": done.get("steward_role"),
+                "tables_regenerated": done.get("tables_regenerated", 0)}
     finally:
         conn.close()
 

@@ -268,3 +268,39 @@ def test_history_and_ledger_verify(db: Db) -> None:
     assert events[0]["id"] == hold_id
     result = cli(db, "ledger", "verify")
     assert result.exit_code == 0 and "ledger verifies" in result.stdout
+
+
+def test_create_app_sends_no_password_in_clear_and_it_logs_in(db: Db) -> None:
+    """The server receives, and logs, only the SCRAM-SHA-256 verifier pyctl computed; the role logs in
+    with the password (non-ASCII too: SASLprep); the toolkit's own schema is refused."""
+    import psycopg
+
+    hba = db.cluster.datadir / "pg_hba.conf"
+    original = hba.read_text()
+    db.su.execute("alter role shop_owner set log_statement = 'all'")
+    try:
+        hba.write_text("host all scram_app 127.0.0.1/32 scram-sha-256\nhost all scram_app2 127.0.0.1/32 scram-sha-256\n" + original)
+        db.su.execute("select pg_reload_conf()")
+        secret = "Pässwörd\u00a0with\u200bspaces-" + "x" * 8  # a no-break space and a zero-width one: SASLprep maps them
+        result = cli(db, "roles", "create-app", "scram_app", "--password", secret, user="shop_owner")
+        assert result.exit_code == 0, result.output
+        generated = cli(db, "roles", "create-app", "scram_app2", user="shop_owner").stdout.strip()
+        assert db.scalar("select rolpassword like 'SCRAM-SHA-256$4096:%' from pg_authid where rolname = 'scram_app'") is True
+        for role, password in (("scram_app", secret), ("scram_app2", generated)):
+            with psycopg.connect(db.cluster.dsn(db.name, user=role) + f" password='{password}'") as conn:
+                assert conn.execute("select current_user").fetchone() == (role,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(db.cluster.dsn(db.name, user="scram_app") + " password='wrong'")
+        log = db.cluster.log_text()
+        assert "SCRAM-SHA-256$4096:" in log  # the statement was logged ...
+        assert secret not in log and generated not in log and "Pässwörd" not in log  # ... without the password
+    finally:
+        hba.write_text(original)
+        db.su.execute("select pg_reload_conf()")
+        db.su.execute("alter role shop_owner reset log_statement")
+    for schema in ("privacy", "pg_catalog", "information_schema"):
+        refusal = cli(db, "roles", "create-app", "sneaky_app", "--schema", schema, user="shop_owner")
+        assert refusal.exit_code == 1 and "is not the application's" in refusal.stderr
+    assert db.scalar("select count(*) from pg_roles where rolname = 'sneaky_app'") == 0
+    with pytest.raises(psycopg.Error, match="SCRAM-SHA-256 verifier"):
+        db.owner.execute("select privacy.create_app_role('plain_app', 'hunter2', '{public}')")
