@@ -15,7 +15,7 @@ create or replace function privacy.toolkit_version()
     immutable
     set search_path = ''
     language sql
-as $$ select '0.1.0' $$;
+as $$ select '0.2.0' $$;
 
 -- The role whose members are stewards (configurable at install).
 create or replace function privacy.steward_role()
