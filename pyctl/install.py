@@ -138,34 +138,8 @@ def uninstall(dsn: str | None) -> dict[str, Any]:
             row = conn.execute("select pg_catalog.to_regnamespace('privacy') is not null").fetchone()
             if not row or not row[0]:
                 raise PyctlError("the privacy toolkit is not installed in this database")
-            active = conn.execute(
-                "select count(*) filter (where kind = 'legal_hold'), count(*) filter (where kind = 'restriction') "
-                "from privacy.processing_restrictions where released_at is null"
-            ).fetchone()
-            holds, restrictions = (active or (0, 0))
-            if holds:
-                raise PyctlError(
-                    f"uninstall refused: {holds} legal hold(s) active; removing their enforcement would destroy "
-                    "preservation. Release them first (pyctl hold list)"
-                )
-            if restrictions:
-                raise PyctlError(
-                    f"uninstall refused: {restrictions} processing restriction(s) active; their data would become "
-                    "visible to applications. Release them first (pyctl restrict list)"
-                )
-            tables = conn.execute(
-                "select privacy.qualified(table_schema, table_name) from privacy.protected_tables order by id desc"
-            ).fetchall()
-            conn.execute(
-                "select privacy.drop_enforcement(p, true) from privacy.protected_tables p order by p.id desc"
-            )
-            conn.execute("drop event trigger if exists privacy_protect_new_partitions")
-            conn.execute("drop event trigger if exists privacy_refuse_dropping_held_data")
-            conn.execute("drop schema privacy cascade")
-            # A DBA who ran `yoyo apply` has yoyo's tables in the default schema instead.
-            if conn.execute("select pg_catalog.to_regclass('public._yoyo_migration') is not null").fetchone() == (True,):
-                conn.execute("delete from public._yoyo_migration where migration_id like %s", (MIGRATION_PREFIX + "%",))
-        return {"uninstalled": True, "tables_released": [t[0] for t in tables]}
+            tables = conn.execute("select privacy.uninstall()").fetchone()
+        return {"uninstalled": True, "tables_released": list(tables[0]) if tables else []}
     except psycopg.Error as exc:
         raise PyctlError(f"uninstall failed: {describe(exc)}") from None
     finally:

@@ -28,3 +28,47 @@ begin
                                          'tables_regenerated', v_regenerated);
 end;
 $$;
+
+-- Uninstall: removes everything the toolkit made (the generated triggers, policies,
+-- marker columns and row-level security it switched on, its event triggers, schema
+-- privacy) and leaves user data as it was. Refused while any hold or restriction is
+-- active: removing a hold's enforcement destroys preservation. Owner-only (not a
+-- definer: it runs with the rights of its caller, who must own what it drops).
+-- Returns the tables it stopped protecting. pyctl uninstall calls it.
+create or replace function privacy.uninstall()
+    returns text[]
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_holds bigint;
+    v_restrictions bigint;
+    v_tables text[];
+begin
+    select count(*) filter (where kind = 'legal_hold'), count(*) filter (where kind = 'restriction')
+      into v_holds, v_restrictions
+      from privacy.processing_restrictions where released_at is null;
+    if v_holds > 0 then
+        perform privacy.fail(pg_catalog.format('uninstall refused: %s legal hold(s) active; removing their '
+            'enforcement would destroy preservation. Release them first (pyctl hold list)', v_holds));
+    end if;
+    if v_restrictions > 0 then
+        perform privacy.fail(pg_catalog.format('uninstall refused: %s processing restriction(s) active; their data '
+            'would become visible to applications. Release them first (pyctl restrict list)', v_restrictions));
+    end if;
+    -- The event triggers go first: they would heal (re-enforce) what is being removed.
+    drop event trigger if exists privacy_protect_new_partitions;
+    drop event trigger if exists privacy_refuse_dropping_held_data;
+    perform privacy.heal_registry();
+    select coalesce(pg_catalog.array_agg(privacy.qualified(table_schema, table_name) order by id desc), '{}')
+      into v_tables from privacy.protected_tables;
+    perform privacy.drop_enforcement(p, true) from privacy.protected_tables p order by p.id desc;
+    -- A DBA who ran `yoyo apply` has yoyo's bookkeeping in the default schema instead.
+    if pg_catalog.to_regclass('public._yoyo_migration') is not null then
+        execute 'delete from public._yoyo_migration where migration_id like ''privacy-%''';
+    end if;
+    drop schema privacy cascade;
+    return v_tables;
+end;
+$$;

@@ -76,7 +76,7 @@ as $$
         ('privacy.journal(integer,text,oid,text,jsonb,jsonb,jsonb)', 'owner'),
         ('privacy.enforcement_fingerprint()', 'owner'), ('privacy.remember_fingerprint()', 'owner'), ('privacy.check_held_data_after_ddl(oid)', 'owner'),
         ('privacy.on_sql_drop()', 'owner'), ('privacy.on_ddl_command_end()', 'owner'),
-        ('privacy.ledger_entry_of(jsonb)', 'owner'),
+        ('privacy.ledger_entry_of(jsonb)', 'owner'), ('privacy.uninstall()', 'owner'),
         ('privacy.sync_replay_entry(text,bigint,bytea,jsonb,jsonb,jsonb,jsonb)', 'owner'),
         ('privacy.sync_replay(text,bigint,jsonb,jsonb,jsonb,jsonb)', 'owner'),
         ('privacy.sync_finish(text,text,bigint)', 'owner'),

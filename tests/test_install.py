@@ -159,3 +159,24 @@ def test_uninstall_is_refused_while_a_hold_is_active(db: Db) -> None:
         assert su.execute("select count(*) from pg_class where relrowsecurity").fetchone() == (0,)
     # and it can come back
     install.install(db.dsn("shop_owner"))
+
+
+def test_a_migration_can_uninstall_with_sql_alone(sudb: Db) -> None:
+    """privacy.uninstall() is the whole of pyctl uninstall: a DBA's migration can call it."""
+    hold_id = hold(sudb, 3)
+    err = refused_sql(sudb, "select privacy.uninstall()")
+    assert "1 legal hold(s) active" in str(err)
+    assert sudb.scalar("select to_regnamespace('privacy') is not null") is True
+    sudb.steward.execute("select privacy.release_hold(%s, 'closed', 'ref')", (hold_id,))
+    released = sudb.scalar("select privacy.uninstall()")
+    assert set(released) == {"public.customers", "public.orders", "public.order_items", "public.activity_log",
+                             "public.addresses", '"crm data"."Support; Tickets"'}
+    assert sudb.scalar("select to_regnamespace('privacy')") is None
+    assert sudb.scalar("select count(*) from pg_event_trigger") == 0
+    assert sudb.scalar("select count(*) from pg_trigger where tgname ~ 'privacy_'") == 0
+
+
+def refused_sql(db: Db, statement: str) -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as info:
+        db.su.execute(statement)
+    return info.value

@@ -146,6 +146,7 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.function_audiences()": (OWNER, False),
     "privacy.expected_grantees(regprocedure)": (OWNER, False),
     "privacy.finish_install(jsonb)": (OWNER, False),
+    "privacy.uninstall()": (OWNER, False),
     "privacy.create_app_role(name,text,name[])": (OWNER, False),
     "privacy.add_steward(name)": (OWNER, False),
 }
