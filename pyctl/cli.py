@@ -9,7 +9,6 @@ import math
 import secrets
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -19,16 +18,12 @@ from psycopg.rows import dict_row
 
 from . import __version__
 from . import install as installer
-from .db import PyctlError, connect, describe, heal, require_installed, require_primary
+from .commands import Settings, default_subject, json_option, run, settings, show
+from .db import PyctlError, connect, describe, require_installed, require_primary
+from .export import export_command
 from .output import emit_json, table
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class Settings:
-    dsn: str | None
-    json: bool
 
 
 # What str.splitlines() splits on: an error message quoting input shows them escaped, on one line.
@@ -69,20 +64,6 @@ class PyctlGroup(click.Group):
             raise click.ClickException(one_line(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))) from None
 
 
-def json_option(func: F) -> F:
-    """Adds --json to a command that prints data (also accepted before the command)."""
-
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-    @functools.wraps(func)
-    def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> Any:
-        settings = click.get_current_context().find_object(Settings)
-        if settings is not None and as_json:
-            settings.json = True
-        return func(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if math.isnan(value):  # FloatRange lets NaN through
         raise click.BadParameter(f"{value} is not a number of seconds")
@@ -110,50 +91,6 @@ def wait_option(func: F) -> F:
         return result
 
     return wrapper  # type: ignore[return-value]
-
-
-def settings() -> Settings:
-    obj = click.get_current_context().find_object(Settings)
-    assert obj is not None
-    return obj
-
-
-def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool = True) -> list[dict[str, Any]]:
-    """Run one statement in its own transaction and return its rows."""
-    conn = connect(settings().dsn)
-    try:
-        if write:
-            require_primary(conn)
-        require_installed(conn)
-        if write:
-            heal(conn)
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, params)
-            return list(cur.fetchall()) if cur.description else []
-    except psycopg.Error as exc:
-        raise PyctlError(describe(exc)) from None
-    finally:
-        conn.close()
-
-
-def show(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)") -> None:
-    if settings().json:
-        emit_json(rows)
-    else:
-        table(rows, columns, empty)
-
-
-def default_subject(subject: str | None) -> str:
-    """The subject type given, or the only one there is."""
-    if subject:
-        return subject
-    rows = run("select subject_type from privacy.subject_types order by 1", write=False)
-    if len(rows) == 1:
-        return str(rows[0]["subject_type"])
-    if not rows:
-        raise PyctlError("no subject type is registered yet: pyctl subject add TYPE --table T --key COLUMN")
-    names = ", ".join(r["subject_type"] for r in rows)
-    raise PyctlError(f"several subject types exist ({names}): choose one with --subject")
 
 
 def check_table_name(name: str) -> str:
@@ -1164,11 +1101,9 @@ def demo(keep: bool) -> None:
     """
     from .demo import run_demo
 
-    run_demo(keep=keep)
+    run_demo(main, keep=keep)  # the command group is passed in: demo.py does not import cli.py
 
 
 # -- commands defined in their own modules ---------------------------------------------------
-
-from .export import export_command  # noqa: E402
 
 main.add_command(export_command)

@@ -81,3 +81,15 @@ def heal(conn: psycopg.Connection) -> None:
     if allowed and allowed[0]:
         with conn.transaction():
             conn.execute("select privacy.heal()")
+
+
+def only_subject_type(conn: psycopg.Connection, subject_type: str | None) -> str:
+    """The subject type given, or the only one registered (an error naming the choices otherwise)."""
+    if subject_type:
+        return subject_type
+    rows = conn.execute("select subject_type from privacy.subject_types order by 1").fetchall()
+    if len(rows) == 1:
+        return str(rows[0][0])
+    if not rows:
+        raise PyctlError("no subject type is registered yet: pyctl subject add TYPE --table T --key COLUMN")
+    raise PyctlError(f"several subject types exist ({', '.join(r[0] for r in rows)}): choose one with --subject")

@@ -65,14 +65,12 @@ def _say(text: str = "") -> None:
     click.echo(text)
 
 
-def _pyctl(dsn: str, *args: str, expect_failure: bool = False) -> str:
+def _pyctl(pyctl: click.Command, dsn: str, *args: str, expect_failure: bool = False) -> str:
     """Run a pyctl command as a user would, echoing it; returns what it printed."""
     from click.testing import CliRunner
 
-    from .cli import main
-
     _say(click.style("$ pyctl " + " ".join(a if " " not in a else repr(a) for a in args), bold=True))
-    result = CliRunner().invoke(main, ["--dsn", dsn, *args], catch_exceptions=False)
+    result = CliRunner().invoke(pyctl, ["--dsn", dsn, *args], catch_exceptions=False)
     out = result.output.rstrip()
     if out:
         _say("  " + out.replace("\n", "\n  "))
@@ -97,7 +95,7 @@ def _try_as_app(app_dsn: str, statement: str) -> None:
             _say(f"  app> {statement}\n       refused [{exc.sqlstate}] {message}")
 
 
-def run_demo(keep: bool = False) -> None:
+def run_demo(pyctl: click.Command, keep: bool = False) -> None:
     started = time.monotonic()
     _say("Starting a throwaway PostgreSQL cluster ...")
     cluster = start_cluster()
@@ -111,20 +109,20 @@ def run_demo(keep: bool = False) -> None:
         _say("Created database shop: customers, addresses, orders (partitioned), order_items, support_tickets.\n")
 
         _say("1. Install the toolkit and tell it where customer data lives.")
-        _pyctl(dsn, "install")
-        _pyctl(dsn, "subject", "add", "customer", "--table", "customers", "--key", "id")
-        _pyctl(dsn, "protect", "orders", "--via", "customer_id")
-        _pyctl(dsn, "protect", "order_items", "--via", "order_id")
-        _pyctl(dsn, "protect", "support_tickets", "--via", "customer_id")
-        _pyctl(dsn, "protect", "addresses", "--referenced-by", "customers.address_id")
-        password = _pyctl(dsn, "roles", "create-app", "shop_app")
+        _pyctl(pyctl, dsn, "install")
+        _pyctl(pyctl, dsn, "subject", "add", "customer", "--table", "customers", "--key", "id")
+        _pyctl(pyctl, dsn, "protect", "orders", "--via", "customer_id")
+        _pyctl(pyctl, dsn, "protect", "order_items", "--via", "order_id")
+        _pyctl(pyctl, dsn, "protect", "support_tickets", "--via", "customer_id")
+        _pyctl(pyctl, dsn, "protect", "addresses", "--referenced-by", "customers.address_id")
+        password = _pyctl(pyctl, dsn, "roles", "create-app", "shop_app")
         app_dsn = cluster.dsn("shop", user="shop_app") + f" password={password}"
-        _pyctl(dsn, "roles", "check", "shop_app")
-        _pyctl(dsn, "tables")
+        _pyctl(pyctl, dsn, "roles", "check", "shop_app")
+        _pyctl(pyctl, dsn, "tables")
         _say()
 
         _say("2. Cy (customer 3) left, but is suing the shop: a legal hold preserves Cy's data.")
-        hold_id = _pyctl(dsn, "hold", "place", "3", "--case", "2026-CV-118", "--reason", "Cy v. Shop: preserve all records")
+        hold_id = _pyctl(pyctl, dsn, "hold", "place", "3", "--case", "2026-CV-118", "--reason", "Cy v. Shop: preserve all records")
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _try_as_app(app_dsn, "delete from customers where id = 3")
         _try_as_app(app_dsn, "update orders set total_cents = 0 where id = 30")
@@ -138,7 +136,7 @@ def run_demo(keep: bool = False) -> None:
 
         _say("3. Ben (customer 2) contests the accuracy of his address (GDPR Art. 18(1)(a)):")
         _say("   until it is verified, his data is stored only, and the application cannot process it.")
-        restriction_id = _pyctl(dsn, "restrict", "place", "2", "--basis", "accuracy",
+        restriction_id = _pyctl(pyctl, dsn, "restrict", "place", "2", "--basis", "accuracy",
                                 "--reason", "Ben says his address is wrong")
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _as_app(app_dsn, "orders", "select id from orders order by id")
@@ -149,25 +147,25 @@ def run_demo(keep: bool = False) -> None:
         _say("   A steward still sees Ben's data and corrects it:")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("create role dpo_alice login")
-        _pyctl(dsn, "roles", "steward", "dpo_alice")
+        _pyctl(pyctl, dsn, "roles", "steward", "dpo_alice")
         with psycopg.connect(cluster.dsn("shop", user="dpo_alice"), autocommit=True) as conn:
             conn.execute("update addresses set street = '22 Oak Ave' where id = 2")
             street = conn.execute("select street from addresses where id = 2").fetchone()
         _say(f"  steward> update addresses set street = '22 Oak Ave' where id = 2  -> now {street[0] if street else '?'}")
         _say("   Before processing resumes, the Art. 18 lifecycle: verified, subject told (18(3)), approval recorded.")
-        _pyctl(dsn, "restrict", "release", restriction_id, expect_failure=True)
-        _pyctl(dsn, "restrict", "verify", restriction_id, "--note", "address checked against a utility bill; corrected")
-        _pyctl(dsn, "restrict", "notify", restriction_id, "--via", "email to ben@example.com")
-        _pyctl(dsn, "restrict", "approve", restriction_id, "--evidence", "Ben's reply of 2026-12-01")
-        _pyctl(dsn, "restrict", "release", restriction_id)
+        _pyctl(pyctl, dsn, "restrict", "release", restriction_id, expect_failure=True)
+        _pyctl(pyctl, dsn, "restrict", "verify", restriction_id, "--note", "address checked against a utility bill; corrected")
+        _pyctl(pyctl, dsn, "restrict", "notify", restriction_id, "--via", "email to ben@example.com")
+        _pyctl(pyctl, dsn, "restrict", "approve", restriction_id, "--evidence", "Ben's reply of 2026-12-01")
+        _pyctl(pyctl, dsn, "restrict", "release", restriction_id)
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _say()
 
         _say("4. The case is settled: counsel releases the hold, and Cy's data may go.")
-        _pyctl(dsn, "hold", "release", hold_id, "--reason", "case settled", "--reference", "dismissal order 2027-01-15")
+        _pyctl(pyctl, dsn, "hold", "release", hold_id, "--reason", "case settled", "--reference", "dismissal order 2027-01-15")
         _try_as_app(app_dsn, "delete from customers where id = 3")
-        _pyctl(dsn, "history", "2")
-        _pyctl(dsn, "ledger", "verify")
+        _pyctl(pyctl, dsn, "history", "2")
+        _pyctl(pyctl, dsn, "ledger", "verify")
         _say(f"\nDone in {time.monotonic() - started:.1f}s.")
         if keep:
             _say(f"The cluster keeps running. Connect with:\n  {dsn}\nStop it with: "

@@ -27,6 +27,7 @@ from conftest import SHOP_SQL, Db, hold, restrict
 from pyctl import export as exporter
 from pyctl.cli import main
 from pyctl.db import PyctlError
+from pyctl.export import command as export_cli
 
 PYCTL = str(Path(sys.executable).with_name("pyctl"))
 FORMATS = ["csv", "json", "ndjson", "sql"]
@@ -612,7 +613,7 @@ def test_sigterm_unwinds_like_ctrl_c_and_removes_the_partial_export(db: Db, tmp_
 
         return real(*args, **kwargs, after_table=terminate)
 
-    monkeypatch.setattr(exporter, "export", killed_midway)
+    monkeypatch.setattr(export_cli, "export", killed_midway)  # the function `pyctl export` calls
     before = signal.getsignal(signal.SIGTERM)
     result = CliRunner().invoke(main, ["--dsn", db.dsn("steward_user"), "export", "1", "--out", str(tmp_path / "c1")])
     assert result.exit_code == 1 and "Aborted" in result.output

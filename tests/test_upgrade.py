@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import psycopg
+from test_install import fingerprint
 
 from conftest import APP_GRANTS, PROTECT_SQL, SHOP_SQL, Db, _janitor, hold, refused, restrict
 from pyctl import install
-from test_install import fingerprint
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Each release this version must upgrade from: its tag, and the commit the tag names (a

@@ -1,0 +1,90 @@
+"""What every pyctl command shares: its settings (--dsn, --json), running one statement,
+printing rows, and the default subject type. The CLI and pyctl.export both use it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .db import PyctlError, connect, describe, heal, only_subject_type, require_installed, require_primary
+from .output import emit_json, table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Settings:
+    dsn: str | None
+    json: bool
+
+
+def json_option(func: F) -> F:
+    """Adds --json to a command that prints data (also accepted before the command)."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> Any:
+        settings = click.get_current_context().find_object(Settings)
+        if settings is not None and as_json:
+            settings.json = True
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def use_json(as_json: bool) -> bool:
+    """--json given to this command or before it (pyctl --json export ...)."""
+    obj = click.get_current_context().find_object(Settings)
+    if obj is not None and as_json:
+        obj.json = True
+    return bool(obj.json) if obj is not None else as_json
+
+
+def settings() -> Settings:
+    obj = click.get_current_context().find_object(Settings)
+    assert obj is not None
+    return obj
+
+
+def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool = True) -> list[dict[str, Any]]:
+    """Run one statement in its own transaction and return its rows."""
+    conn = connect(settings().dsn)
+    try:
+        if write:
+            require_primary(conn)
+        require_installed(conn)
+        if write:
+            heal(conn)
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+    except psycopg.Error as exc:
+        raise PyctlError(describe(exc)) from None
+    finally:
+        conn.close()
+
+
+def show(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)") -> None:
+    if settings().json:
+        emit_json(rows)
+    else:
+        table(rows, columns, empty)
+
+
+def default_subject(subject: str | None) -> str:
+    """The subject type given, or the only one there is."""
+    if subject:
+        return subject
+    conn = connect(settings().dsn)
+    try:
+        require_installed(conn)
+        return only_subject_type(conn, None)
+    finally:
+        conn.close()
