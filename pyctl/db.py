@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import psycopg
 
@@ -93,3 +94,19 @@ def only_subject_type(conn: psycopg.Connection, subject_type: str | None) -> str
     if not rows:
         raise PyctlError("no subject type is registered yet: pyctl subject add TYPE --table T --key COLUMN")
     raise PyctlError(f"several subject types exist ({', '.join(r[0] for r in rows)}): choose one with --subject")
+
+
+def require_direct(conn: psycopg.Connection, command: str, why: str) -> None:
+    """Refuse a connection through a pooler (PgBouncer): the server must see this client's own
+    TCP address and port. (Over a Unix socket there is nothing to compare: assumed direct.)"""
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        mine = sock.getsockname()[:2]
+    finally:
+        sock.close()
+    row = conn.execute("select pg_catalog.host(pg_catalog.inet_client_addr()), pg_catalog.inet_client_port()").fetchone()
+    if row is None or (row[0], row[1]) != (mine[0], mine[1]):
+        raise PyctlError(f"{command} needs a direct connection to PostgreSQL ({why}); this one goes through a "
+                         "connection pooler such as PgBouncer: give the server's own address with --dsn")

@@ -10,7 +10,7 @@ import click
 import psycopg
 from psycopg.rows import dict_row
 
-from .db import PyctlError, connect, describe, require_installed
+from .db import PyctlError, connect, describe, require_direct, require_installed
 from .output import _plain
 
 BATCH = 1000
@@ -47,6 +47,7 @@ def follow(dsn: str | None, *, since: int, limit: int | None, idle_timeout: floa
             continue
         try:
             require_installed(conn)
+            require_direct(conn, "pyctl watch", "it waits with LISTEN, which a transaction pooler does not keep")
             conn.execute("listen privacy_events")
             retries = 0
             # First what happened since POSITION (also after a reconnect), then as notified.

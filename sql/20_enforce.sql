@@ -703,6 +703,7 @@ declare
     v_hook text;
     v_stmt text;
     v_new oid[];
+    v_detached oid[];
     v_target oid;
 begin
     if p.id is null then
@@ -724,6 +725,13 @@ begin
     execute pg_catalog.format('alter table %s add column if not exists privacy_mark smallint not null default 0', p_table);
     execute pg_catalog.format('comment on column %s.privacy_mark is %L', p_table,
         privacy.table_marker(p.id) || ' Maintained by the privacy toolkit (bit 1: legal hold, bit 2: processing restriction). Do not write.');
+    -- Tables detached from this one keep their own triggers on held and restricted rows
+    -- (the functions are dropped with CASCADE below): they are put back afterwards.
+    select pg_catalog.array_agg(distinct t.tgrelid) into v_detached
+      from pg_catalog.pg_trigger t join pg_catalog.pg_proc f on f.oid = t.tgfoid
+     where t.tgname in ('zz_privacy_detached_update', 'zz_privacy_detached_delete')
+       and f.pronamespace = 'privacy'::regnamespace and f.proname = 'pt_' || p.id || '_row'
+       and t.tgrelid <> p_table and t.tgrelid not in (select d.relid from privacy.descendants(p_table) d);
     perform privacy.drop_enforcement(p, false);
     for s in select * from privacy.enforcement_plan(p.id) x where x.ddl is not null order by x.step loop
         execute s.ddl;
@@ -746,6 +754,12 @@ begin
         if s.kind = 'function' then
             execute pg_catalog.format('revoke all on function privacy.%s from public', s.name);
         end if;
+    end loop;
+    foreach v_target in array coalesce(v_detached, '{}') loop
+        execute pg_catalog.format('create trigger zz_privacy_detached_update before update on %s for each row '
+            'when (old.privacy_mark <> 0) execute function privacy.%I(''detached'')', v_target::regclass, 'pt_' || p.id || '_row');
+        execute pg_catalog.format('create trigger zz_privacy_detached_delete before delete on %s for each row '
+            'when (old.privacy_mark <> 0) execute function privacy.%I(''detached'')', v_target::regclass, 'pt_' || p.id || '_row');
     end loop;
     update privacy.protected_tables set enforcement = v_tag where id = p.id;
     foreach v_target in array coalesce(v_new, '{}') loop
@@ -858,6 +872,7 @@ begin
             v_count := v_count + 1;
         end if;
     end loop;
+    perform privacy.guard_held_relations(null);  -- a partition attached with held rows is guarded too
     perform privacy.remember_fingerprint();
     return v_count;
 end;

@@ -95,6 +95,7 @@ begin
             privacy.acting_role())
     returning id into v_id;
     perform privacy.refresh_subject(p_subject_type, v_key);
+    perform privacy.guard_held_relations(p_subject_type);  -- DROP of what it holds refused (55_ddl_guards.sql)
     perform privacy.ledger_append('hold_placed', p_subject_type, v_key, v_id,
         pg_catalog.jsonb_build_object('case', p_case, 'reason', p_reason));
     -- The preservation proof: what the data is as the hold begins (sql/75_digests.sql).
@@ -282,6 +283,7 @@ begin
            release_reason = p_reason, release_reference = p_reference
      where id = p_id;
     perform privacy.refresh_subject(r.subject_type, r.subject_key);
+    perform privacy.guard_held_relations(r.subject_type);
     perform privacy.ledger_append('hold_released', r.subject_type, r.subject_key, p_id,
         pg_catalog.jsonb_build_object('reason', p_reason, 'reference', p_reference));
 end;

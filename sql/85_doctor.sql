@@ -45,6 +45,7 @@ declare
     v_protected oid[];
     v_version integer := pg_catalog.current_setting('server_version_num')::integer;
     r record;
+    v_found boolean;
 begin
     select coalesce(pg_catalog.array_agg(x.oid), '{}') into v_protected from (
         select privacy.relation_of(p)::oid as oid from privacy.protected_tables p
@@ -283,12 +284,41 @@ begin
     if not exists (select 1 from pg_catalog.pg_event_trigger e where e.evtname = 'privacy_refuse_dropping_held_data')
        and exists (select 1 from privacy.protected_tables) then
         severity := 'warning'; category := 'no ddl guard'; object := pg_catalog.current_database();
-        finding := 'no event triggers (installed without a superuser): DROP TABLE, DROP COLUMN or ALTER ... TYPE ... USING can remove '
-                   'or rewrite held data unnoticed until pyctl hold verify, and partitions created later stay unprotected until pyctl install';
+        finding := 'no event triggers (installed without a superuser): DROP TABLE, DROP COLUMN and ALTER COLUMN TYPE of held data '
+                   'are refused through the holds'' guard views, but DROP ... CASCADE removes held data unnoticed until pyctl hold verify, '
+                   'and a partition created later is enforced at the next placement, release or pyctl command';
         fix := 'run pyctl install once as a superuser where the platform allows it; run pyctl hold verify --all after migrations';
         fix_sql := null;
         return next;
     end if;
+
+    -- Held rows where hold verify no longer looks: a partition or child detached from a
+    -- protected table (its own triggers still refuse changes to them).
+    for r in select c.oid::regclass as rel from pg_catalog.pg_class c
+              where c.relkind = 'r'
+                and exists (select 1 from pg_catalog.pg_trigger t where t.tgrelid = c.oid and t.tgname = 'zz_privacy_detached_delete')
+                and not exists (select 1 from privacy.protected_tables p
+                                 where p.relid = c.oid or exists (select 1 from privacy.descendants(p.relid) d where d.relid = c.oid)) loop
+        execute pg_catalog.format('select exists (select 1 from only %s where privacy_mark & 1 <> 0)', r.rel) into v_found;
+        if v_found then
+            severity := 'error'; category := 'detached held data'; object := r.rel::text;
+            finding := pg_catalog.format('%s was detached from a protected table and holds rows under an active legal hold: its own '
+                                         'triggers still refuse changes to them, but pyctl hold verify reports them missing', r.rel);
+            fix := 'attach it again (ALTER TABLE parent ATTACH PARTITION ...), or keep it until the holds are released';
+            fix_sql := null;
+            return next;
+        end if;
+    end loop;
+    -- Held relations whose guard view (which refuses DROP without event triggers) is gone.
+    for r in select h.relid::regclass as rel from privacy.held_relations(null) h
+              where not exists (select 1 from privacy.hold_guards() g where g.guarded = h.relid) loop
+        severity := 'error'; category := 'hold guard missing'; object := r.rel::text;
+        finding := pg_catalog.format('%s holds rows under a legal hold but no guard view refuses DROP TABLE, DROP COLUMN or '
+                                     'ALTER COLUMN TYPE of it', r.rel);
+        fix := 'pyctl install (or any placement or release) recreates it';
+        fix_sql := 'select privacy.guard_held_relations(null)';
+        return next;
+    end loop;
 
     -- A fork, rollback or restored dump not synced since it became one.
     for r in select * from privacy.copy_status() c where c.is_copy loop

@@ -68,14 +68,22 @@ def test_rows_added_since_are_additions_not_violations(db: Db) -> None:
     assert CliRunner().invoke(main, ["--dsn", db.dsn("steward_user"), "hold", "verify", "--all"]).exit_code == 0
 
 
+def unguarded(db: Db, statement: str) -> None:
+    """Runs DDL past the holds' guard views (which refuse any type change of held data, see
+    test_ddl_matrix.py): dropped first, as a superuser could, to see what verify makes of it."""
+    for (view,) in db.su.execute("select format('privacy.%I', view_name) from privacy.hold_guards()").fetchall():
+        db.su.execute(f"drop view {view}")
+    db.su.execute(statement)
+
+
 def test_a_type_change_that_keeps_values_is_not_a_change(db: Db) -> None:
     hold_id = hold(db, 3)
-    db.su.execute("alter table customers alter column name type varchar(50)")
-    db.su.execute("alter table customers alter column name type text")
+    unguarded(db, "alter table customers alter column name type varchar(50)")
+    unguarded(db, "alter table customers alter column name type text")
     assert verify(db, hold_id)["public.customers"][0] == "unchanged"
-    db.su.execute("alter table orders alter column total type bigint")  # same values
+    unguarded(db, "alter table orders alter column total type bigint")  # same values
     assert verify(db, hold_id)["public.orders"][0] == "unchanged"
-    db.su.execute("alter table orders alter column total type numeric using total / 7.0")
+    unguarded(db, "alter table orders alter column total type numeric using total / 7.0")
     assert verify(db, hold_id)["public.orders"][0] == "violation"
 
 

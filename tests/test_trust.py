@@ -147,6 +147,10 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.expected_grantees(regprocedure)": (OWNER, False),
     "privacy.finish_install(jsonb)": (OWNER, False),
     "privacy.uninstall()": (OWNER, False),
+    "privacy.hold_guards()": (OWNER, False),
+    "privacy.held_relations(text)": (OWNER, False),
+    "privacy.guard_held_relations(text)": (OWNER, False),
+    "privacy.hold_guard_name(text,oid)": (OWNER, False),
     "privacy.create_app_role(name,text,name[])": (OWNER, False),
     "privacy.add_steward(name)": (OWNER, False),
 }
