@@ -8,6 +8,7 @@ non-superuser, as on a managed platform."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -265,3 +266,21 @@ def test_dismissals_are_decisions_with_a_name_and_a_reason(shapes: Db) -> None:
     assert dismiss("--dismiss", "public.newsletter", "--reason", "no ids").exit_code == 0
     shapes.owner.execute("alter table public.newsletter rename to mailing")
     assert ("possible", "public.mailing", "customer_id", "dismissed") in plan(shapes)
+
+
+def test_emit_migration_and_json_leave_shared_tables_out(shapes: Db, tmp_path: Path) -> None:
+    assert cli(shapes, "discover", "--emit-migration", str(tmp_path)).exit_code == 0
+    [migration] = list(tmp_path.glob("*-protect-customer.sql"))
+    text = migration.read_text()
+    assert "select privacy.protect_via('public.payment', 'customer_id');" in text
+    assert "select privacy.protect_via('public.refund', 'payment_id');" in text
+    assert "select privacy.protect_referenced_by('public.address', 'public.customer', 'address_id');" in text
+    assert "-- shared, not protected: public.store (2 subjects point at the busiest row of public.store)" in text
+    assert "'public.store'" not in text.replace("-- shared", "")
+    assert "-- select privacy.protect('public.booking', 'customer', 'customer_ref');" in text
+    with psycopg.connect(shapes.dsn("shop_owner"), autocommit=True) as conn:
+        conn.execute(text)
+    assert {r[1]: r[3] for r in plan(shapes)}["public.payment"] == "protected"
+    steps = json.loads(cli(shapes, "--json", "discover").stdout)
+    store = next(s for s in steps if s["table_name"] == "public.store")
+    assert store["kind"] == "shared" and store["status"] == "shared" and store["sharing"]["busiest"] == 2
