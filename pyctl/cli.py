@@ -299,19 +299,28 @@ def subject_list() -> None:
 @click.option("--via", metavar="FKCOL", help="A foreign-key column pointing at an already protected table.")
 @click.option("--referenced-by", "referenced_by", metavar="TABLE.COL",
               help="A column of a protected table that points at this table (customers.address_id).")
+@click.option("--shared-ok", "shared_ok", is_flag=True,
+              help="With --referenced-by: protect it although other subjects share its rows (a store, a country).")
 def protect(table_name: str, subject_type: str | None, column: str | None, via: str | None,
-            referenced_by: str | None) -> None:
+            referenced_by: str | None, shared_ok: bool) -> None:
     """Protect a table: its rows follow their subject's holds and restrictions.
+
+    --referenced-by refuses a shared lookup table (a row several subjects point at:
+    a restriction would hide it from every subject, a hold freeze it for all) unless
+    --shared-ok says that is what you want.
 
     \b
     Example:
         pyctl protect public.orders --column customer_id
         pyctl protect public.order_items --via order_id
         pyctl protect public.addresses --referenced-by public.customers.address_id
+        pyctl protect public.store --referenced-by public.customer.store_id --shared-ok
     """
     chosen = [x for x in (column, via, referenced_by) if x]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --column, --via, --referenced-by")
+    if shared_ok and not referenced_by:
+        raise click.UsageError("--shared-ok goes with --referenced-by")
     resolved = check_table_name(table_name)
     if column:
         run("select privacy.protect(%s::regclass, %s, %s)", (resolved, default_subject(subject_type), column))
@@ -325,7 +334,8 @@ def protect(table_name: str, subject_type: str | None, column: str | None, via: 
         if not ref_table or not ref_column:
             raise click.UsageError("--referenced-by takes TABLE.COLUMN, e.g. public.customers.address_id")
         ref_resolved = check_table_name(ref_table)
-        run("select privacy.protect_referenced_by(%s::regclass, %s::regclass, %s)", (resolved, ref_resolved, ref_column))
+        run("select privacy.protect_referenced_by(%s::regclass, %s::regclass, %s, %s)",
+            (resolved, ref_resolved, ref_column, shared_ok))
     rows = run("select privacy.describe_path(p) as path from privacy.protected_tables p "
                "where privacy.qualified(p.table_schema, p.table_name) = %s", (resolved,), write=False)
     click.echo(f"protected {resolved} ({rows[0]['path'] if rows else '?'})", err=True)
@@ -638,23 +648,51 @@ def history(key: str, subject_type: str | None) -> None:
 @click.option("--apply", "apply_plan", is_flag=True, help="Protect every table of the plan, in one transaction.")
 @click.option("--emit-migration", "emit_dir", metavar="DIR", type=click.Path(file_okay=False),
               help="Write a yoyo migration that protects the plan through the SQL API, for review.")
+@click.option("--dismiss", "dismiss_table", metavar="TABLE",
+              help="Record that TABLE (listed by discover) needs no protection; needs --reason.")
+@click.option("--undismiss", "undismiss_table", metavar="TABLE", help="Withdraw the dismissal of TABLE.")
+@click.option("--reason", metavar="TEXT", help="Why the table is dismissed (with --dismiss).")
 @json_option
-def discover(subject_type: str | None, apply_plan: bool, emit_dir: str | None) -> None:
+def discover(subject_type: str | None, apply_plan: bool, emit_dir: str | None, dismiss_table: str | None,
+             undismiss_table: str | None, reason: str | None) -> None:
     """Find every table holding a subject's data and print a protection plan.
 
-    Walks foreign keys from the subject's root table at any depth (composite keys
-    and other schemas included), adds the tables the subject's row points at, and
-    lists columns named like the key that have no foreign key (unconfirmed).
+    Walks foreign keys from the subject's root table at any depth (composite keys,
+    other schemas, and keys declared on every partition or inheritance child
+    included), adds the tables the subject's row points at when their rows are the
+    subject's own, lists shared lookup tables (a store many subjects point at) as
+    "shared, not protected" with the sharing measured, and lists columns named like
+    the key that have no foreign key (unconfirmed). --apply never protects shared
+    tables, unconfirmed columns or dismissed tables. A table a person decided needs
+    no protection is dismissed with a reason (recorded in the ledger); coverage then
+    lists it instead of failing on it.
 
     \b
     Example:
         pyctl discover --subject customer
         pyctl discover --subject customer --emit-migration migrations/
         pyctl discover --subject customer --apply
+        pyctl discover --subject customer --dismiss public.newsletter --reason "emails only, no customer ids"
+        pyctl discover --subject customer --undismiss public.newsletter
     """
     from .discover import apply, emit_migration, plan, show_plan
 
     chosen = default_subject(subject_type)
+    if dismiss_table or undismiss_table:
+        if (dismiss_table and undismiss_table) or apply_plan or emit_dir:
+            raise click.UsageError("--dismiss and --undismiss go alone")
+        if dismiss_table:
+            if not reason or not reason.strip():
+                raise click.UsageError("--dismiss needs --reason TEXT: who decided what, and why")
+            run("select privacy.dismiss(%s, %s::regclass, %s)", (chosen, check_table_name(dismiss_table), reason))
+            click.echo(f"dismissed {dismiss_table} for {chosen}: {reason}", err=True)
+        else:
+            assert undismiss_table is not None
+            run("select privacy.undismiss(%s, %s::regclass)", (chosen, check_table_name(undismiss_table)))
+            click.echo(f"{undismiss_table} is no longer dismissed for {chosen}", err=True)
+        return
+    if reason:
+        raise click.UsageError("--reason goes with --dismiss")
     steps = plan(settings().dsn, chosen)
     if settings().json and not (apply_plan or emit_dir):
         emit_json(steps)
@@ -671,17 +709,32 @@ def discover(subject_type: str | None, apply_plan: bool, emit_dir: str | None) -
 @main.command()
 @json_option
 def coverage() -> None:
-    """List tables reachable from a subject that are not protected; exit 1 if any.
+    """List tables holding a subject's key that are neither protected nor dismissed; exit 1 if any.
+
+    A table counts when a foreign key leads from it to the subject (also one declared
+    on every partition only) or when a column is named like the subject's key
+    (unconfirmed): protect it, or dismiss it with pyctl discover --dismiss. Dismissed
+    tables (who decided, why) and shared lookup tables left unprotected are listed too.
 
     \b
     Example:
         pyctl coverage && echo "every table is protected"
     """
-    rows = run("select subject_type, table_name as table, kind, array_to_string(columns, ',') as columns, "
-               "parent_table, note from privacy.coverage()", write=False)
-    show(rows, ["subject_type", "table", "kind", "columns", "parent_table"], "every reachable table is protected")
-    if rows:
-        raise PyctlError(f"{len(rows)} reachable table(s) not protected: pyctl discover --apply protects them")
+    rows = run("select subject_type, table_name as table, kind, status, gap, array_to_string(columns, ',') as columns, "
+               "parent_table, note, dismissed_by, dismissed_at, reason from privacy.coverage()", write=False)
+    gaps = [r for r in rows if r["gap"]]
+    if settings().json:
+        emit_json(rows)
+    elif rows:
+        table([{**r, "why": r["reason"] if r["status"] == "dismissed" else r["note"],
+                "by": r["dismissed_by"] or ""} for r in rows],
+              ["subject_type", "table", "kind", "status", "columns", "by", "why"])
+    if gaps:
+        raise PyctlError(f"{len(gaps)} table(s) holding subject keys are neither protected nor dismissed: "
+                         "pyctl discover --apply protects the confirmed ones; protect or dismiss the rest")
+    if not settings().json:
+        done = [r for r in rows if r["status"] == "dismissed"]
+        click.echo("every reachable table is protected" + (f" ({len(done)} dismissed)" if done else ""))
 
 
 @main.command()

@@ -32,13 +32,18 @@ def plan(dsn: str | None, subject_type: str) -> Plan:
 
 
 def show_plan(steps: Plan) -> None:
-    rows = [{**s, "columns": ",".join(s["columns"] or []),
-             "path": _path(s), "status": "protected" if s["protected"] else ("-" if s["protected"] is None else "to protect")}
-            for s in steps]
+    rows = [{**s, "columns": ",".join(s["columns"] or []), "path": _path(s)} for s in steps]
     table(rows, ["step", "kind", "table_name", "path", "status", "note"])
     for s in steps:
         if s["kind"] == "cycle":
             click.echo(f"warning: {s['note']}", err=True)
+        elif s["kind"] == "shared" and not s["protected"]:
+            sharing = s["sharing"] or {}
+            busiest = sharing.get("busiest")
+            measured = f"; busiest row: {busiest} subject(s)" if busiest is not None else ""
+            click.echo(f"shared, not protected: {s['table_name']} ({sharing.get('reason', '')}{measured})", err=True)
+        elif s["kind"] == "shared":
+            click.echo(f"warning: {s['table_name']} is protected but shared: {s['note']}", err=True)
 
 
 def _path(step: dict[str, Any]) -> str:
@@ -47,17 +52,25 @@ def _path(step: dict[str, Any]) -> str:
         return f"--via {step['columns'][0]}  ({cols} -> {step['parent_table']})"
     if step["kind"] == "referenced_by":
         return f"--referenced-by {step['parent_table']}.{step['parent_columns'][0]}"
+    if step["kind"] == "shared":
+        return f"(--referenced-by {step['parent_table']}.{step['parent_columns'][0]} --shared-ok)"
     if step["kind"] in ("root", "possible"):
         return f"--column {cols}"
     return f"{cols} -> {step['parent_table']}"
 
 
 def _calls(steps: Plan) -> list[tuple[str, tuple[str, ...]]]:
-    """The SQL API calls that protect what the plan says is not protected yet."""
+    """The SQL API calls that protect what the plan says is to protect: never a shared
+    lookup table, an unconfirmed column or a dismissed table, nor a table whose path
+    runs through one of those."""
     calls: list[tuple[str, tuple[str, ...]]] = []
+    covered = {s["table_name"] for s in steps if s["protected"]}
     for s in steps:
-        if s["protected"] or s["kind"] not in ("via", "referenced_by"):
+        if s["status"] != "to protect" or s["kind"] not in ("via", "referenced_by"):
             continue
+        if s["parent_table"] not in covered:
+            continue  # its path runs through a dismissed table: coverage lists it
+        covered.add(s["table_name"])
         if s["kind"] == "via":
             calls.append(("select privacy.protect_via({}, {})", (s["table_name"], s["columns"][0])))
         else:
@@ -98,7 +111,12 @@ def emit_migration(steps: Plan, subject_type: str, directory: str) -> Path:
         lines.append(sql.SQL(template).format(*(sql.Literal(a) for a in args)).as_string(None) + ";")
     if not calls:
         lines.append("-- nothing to do: every table of the plan is protected")
-    possible = [s for s in steps if s["kind"] == "possible" and not s["protected"]]
+    for s in steps:
+        if s["kind"] == "shared" and not s["protected"]:
+            lines.append(f"-- shared, not protected: {s['table_name']} ({(s['sharing'] or {}).get('reason', '')})")
+        elif s["status"] == "dismissed":
+            lines.append(f"-- dismissed: {s['table_name']} ({s['note']})")
+    possible = [s for s in steps if s["kind"] == "possible" and s["status"] == "unconfirmed"]
     for s in possible:
         lines.append(f"-- unconfirmed: {s['table_name']}.{s['columns'][0]} is named like the key but has no foreign key;")
         lines.append(f"-- select privacy.protect({sql.Literal(s['table_name']).as_string(None)}, "

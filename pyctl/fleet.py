@@ -277,7 +277,8 @@ def sync(target_dsn: str, state: dict[str, Any], label: str, progress: bool = Fa
                     target.execute("select privacy.protect_via(%s::regclass, %s)", (qualified, p["columns"][0]))
                 else:
                     parent = target.execute("select privacy.qualified(%s, %s)", (p["parent_schema"], p["parent_table"])).fetchone()[0]  # type: ignore[index]
-                    target.execute("select privacy.protect_referenced_by(%s::regclass, %s::regclass, %s)",
+                    # The source decided (shared or not): its registry is what the copy follows.
+                    target.execute("select privacy.protect_referenced_by(%s::regclass, %s::regclass, %s, true)",
                                    (qualified, parent, p["parent_columns"][0]))
                 outcome["registry"] += 1
         # 2. the source's ledger after what the two share and what was replayed before

@@ -170,25 +170,93 @@ begin
 end;
 $$;
 
+-- Every foreign key outside schema privacy, with those declared on each partition or
+-- inheritance child folded onto the parent: a parent none of whose own constraints
+-- points at TARGET gets the foreign key when every one of its children (at any depth)
+-- declares one with the same columns to the same target columns (on_children =
+-- of_children > 0). A parent where only some children do is listed too (on_children <
+-- of_children), so discover can say so; such a row is no foreign key of the parent.
+-- Declared foreign keys have on_children = of_children = 0. Columns go by name, as a
+-- partition's column numbers may differ from its parent's.
+create or replace function privacy.foreign_keys()
+    returns table (conrelid oid, columns name[], confrelid oid, target_columns name[], conname name,
+                   on_children integer, of_children integer)
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_all jsonb;
+    v_new jsonb;
+    v_partial jsonb := '[]';
+begin
+    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'rel', k.conrelid, 'cols', privacy.column_names(k.conrelid, k.conkey), 'target', k.confrelid,
+               'tcols', privacy.column_names(k.confrelid, k.confkey), 'name', k.conname, 'on', 0, 'of', 0)), '[]')
+      into v_all
+      from pg_catalog.pg_constraint k
+      join pg_catalog.pg_class r on r.oid = k.conrelid
+     where k.contype = 'f' and k.conparentid = 0 and r.relnamespace <> 'privacy'::regnamespace;
+    -- Fold level by level: a sub-partitioned child has the key once all its own children do.
+    loop
+        with f as (
+            select x.rel, x.cols, x.target, x.tcols, x.name
+              from pg_catalog.jsonb_to_recordset(v_all) x(rel oid, cols name[], target oid, tcols name[], name name)
+        ), g as (
+            select i.inhparent as rel, f.cols, f.target, f.tcols, pg_catalog.min(f.name::text)::name as name,
+                   pg_catalog.count(distinct f.rel)::integer as n,
+                   (select pg_catalog.count(*) from pg_catalog.pg_inherits j where j.inhparent = i.inhparent)::integer as total
+              from f join pg_catalog.pg_inherits i on i.inhrelid = f.rel
+             where not exists (select 1 from f p where p.rel = i.inhparent and p.cols = f.cols
+                                                  and p.target = f.target and p.tcols = f.tcols)
+             group by i.inhparent, f.cols, f.target, f.tcols
+        )
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('rel', g.rel, 'cols', g.cols, 'target', g.target,
+                   'tcols', g.tcols, 'name', g.name, 'on', g.n, 'of', g.total)) filter (where g.n = g.total),
+               coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('rel', g.rel, 'cols', g.cols, 'target', g.target,
+                   'tcols', g.tcols, 'name', g.name, 'on', g.n, 'of', g.total)) filter (where g.n < g.total), '[]')
+          into v_new, v_partial
+          from g;
+        exit when v_new is null;
+        v_all := v_all || v_new;
+    end loop;
+    return query
+        select x.rel, x.cols, x.target, x.tcols, x.name, x."on", x."of"
+          from pg_catalog.jsonb_to_recordset(v_all || v_partial)
+               x(rel oid, cols name[], target oid, tcols name[], name name, "on" integer, "of" integer);
+end;
+$$;
+
 -- The columns of the foreign key of TABLE whose first column is COLUMN and that points
 -- at TARGET (any table when null), with the referenced table and columns; null when
--- there is none.
+-- there is none. A key declared on every partition (or inheritance child) of TABLE
+-- counts as TABLE's own (privacy.foreign_keys()).
 create or replace function privacy.foreign_key(p_table regclass, p_column name, p_target regclass)
     returns table (target regclass, columns name[], target_columns name[])
     stable
     set search_path = ''
     language sql
 as $$
-    select c.confrelid::regclass,
-           privacy.column_names(c.conrelid, c.conkey),
-           privacy.column_names(c.confrelid, c.confkey)
-      from pg_catalog.pg_constraint c
-     where c.conrelid = p_table and c.contype = 'f' and c.conparentid = 0
-       and (p_target is null or c.confrelid = p_target)
-       and c.conkey[1] = (select a.attnum from pg_catalog.pg_attribute a
-                           where a.attrelid = p_table and a.attname = p_column and not a.attisdropped)
-     order by c.conname
-     limit 1
+    select * from (
+        select c.confrelid::regclass,
+               privacy.column_names(c.conrelid, c.conkey),
+               privacy.column_names(c.confrelid, c.confkey)
+          from pg_catalog.pg_constraint c
+         where c.conrelid = p_table and c.contype = 'f' and c.conparentid = 0
+           and (p_target is null or c.confrelid = p_target)
+           and c.conkey[1] = (select a.attnum from pg_catalog.pg_attribute a
+                               where a.attrelid = p_table and a.attname = p_column and not a.attisdropped)
+         order by c.conname
+         limit 1) declared
+    union all
+    select * from (
+        select f.confrelid::regclass, f.columns, f.target_columns
+          from privacy.foreign_keys() f
+         where f.conrelid = p_table and f.on_children > 0 and f.on_children = f.of_children
+           and (p_target is null or f.confrelid = p_target) and f.columns[1] = p_column
+         order by f.conname
+         limit 1) folded
+    limit 1
 $$;
 
 -- Registers a subject type (e.g. customer -> public.customers.id) and protects its root table.
@@ -360,7 +428,13 @@ $$;
 -- Protects TABLE whose rows the subject's rows point at, through the foreign key
 -- REFERENCING_TABLE.COLUMN (customers.address_id -> addresses):
 --   select privacy.protect_referenced_by('public.addresses', 'public.customers', 'address_id');
-create or replace function privacy.protect_referenced_by(p_table regclass, p_referencing_table regclass, p_column name)
+-- Refused when TABLE is a shared lookup (privacy.reference_sharing(): a row several
+-- subjects point at, such as a store or a country), since a restriction would hide the
+-- row from every subject and a hold freeze it for all, unless SHARED_OK says a person
+-- decided so (recorded in the registry).
+drop function if exists privacy.protect_referenced_by(regclass, regclass, name);
+create or replace function privacy.protect_referenced_by(p_table regclass, p_referencing_table regclass, p_column name,
+                                                         p_shared_ok boolean default false)
     returns void
     volatile
     set search_path = ''
@@ -371,6 +445,7 @@ declare
     v_ref regclass := privacy.resolve_table(p_referencing_table::text);
     v_fk record;
     v_referencing privacy.protected_tables;
+    v_sharing record;
 begin
     perform privacy.column_type(v_ref, p_column);
     select * into v_fk from privacy.foreign_key(v_ref, p_column, v_rel);
@@ -381,7 +456,16 @@ begin
     if v_referencing.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected: protect it first, so the path leads to a subject', v_ref));
     end if;
+    select * into v_sharing from privacy.reference_sharing(v_ref, v_fk.columns, v_rel, v_fk.target_columns);
+    if v_sharing.shared and not coalesce(p_shared_ok, false) then
+        perform privacy.fail(pg_catalog.format('%s is shared, not the subject''s own (%s): a restriction would hide its rows from '
+            'every subject and a hold freeze them for all; pass shared_ok => true (pyctl protect --shared-ok) if that is intended',
+            v_rel, v_sharing.reason));
+    end if;
     perform privacy.register_protected(v_rel, v_referencing.subject_type, 'referenced_by', v_fk.target_columns, v_ref, v_fk.columns);
+    if v_sharing.shared then
+        update privacy.protected_tables set shared_ok_by = session_user where relid = v_rel;
+    end if;
 end;
 $$;
 

@@ -622,8 +622,11 @@ $body$$f$, v_fn, v_prop);
             end if;
             return next;
         end loop;
-        if v_target <> v_rel and v_is_partition then
+        if v_target <> v_rel and v_is_partition
+           and (select c.relkind from pg_catalog.pg_class c where c.oid = v_target) <> 'p' then
             -- The partition's own triggers for held and restricted rows: they outlive a DETACH.
+            -- Only on the partitions that hold rows: one created on a sub-partitioned
+            -- partition would be copied onto its own partitions, which get theirs here.
             for name, v_template in
                 select 'zz_privacy_detached_update',
                        'create trigger zz_privacy_detached_update before update on {target} for each row when (old.privacy_mark <> 0) '

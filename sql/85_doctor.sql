@@ -339,6 +339,45 @@ begin
         return next;
     end loop;
 
+    -- Tables that hold a subject's key and are neither protected nor dismissed (pyctl
+    -- coverage): confirmed by a foreign key, an error; named like the key only, a warning.
+    -- And shared lookup rows protected without a person saying so (protect --shared-ok):
+    -- restricting one subject hides them from the application for every subject.
+    -- (One walk of the catalog per subject type: discover measures sharing in the data.)
+    begin
+        for r in select s.subject_type, d.*, p.shared_ok_by
+                   from privacy.subject_types s
+                  cross join lateral privacy.discover(s.subject_type) d
+                   left join privacy.protected_tables p on d.kind = 'shared' and p.relid = d.table_name::regclass::oid
+                  where d.status in ('to protect', 'unconfirmed') or (d.kind = 'shared' and d.protected)
+                  order by s.subject_type, d.step loop
+            if r.kind = 'shared' then
+                continue when r.shared_ok_by is not null;
+                severity := 'warning'; category := 'shared table protected'; object := r.table_name;
+                finding := pg_catalog.format('%s is protected with the %s it points at, but %s', r.table_name, r.subject_type,
+                    pg_catalog.regexp_replace(r.note, '^shared, not protected: ', ''));
+                fix := pg_catalog.format('pyctl unprotect %s (once no held or restricted subject marks it), or keep it and say so: '
+                    'pyctl unprotect then pyctl protect ... --shared-ok', r.table_name);
+            else
+                severity := case when r.status = 'to protect' then 'error' else 'warning' end;
+                category := case when r.status = 'to protect' then 'unprotected table' else 'unconfirmed table' end;
+                object := r.table_name;
+                finding := pg_catalog.format('%s holds %s data (%s %s) and is neither protected nor dismissed: %s',
+                    r.table_name, r.subject_type, r.kind, pg_catalog.array_to_string(r.columns, ','), r.note);
+                fix := pg_catalog.format('pyctl discover --subject %s --apply (or pyctl protect %s ...), or if it holds no %s data: '
+                    'pyctl discover --subject %s --dismiss %s --reason TEXT', r.subject_type, r.table_name, r.subject_type,
+                    r.subject_type, r.table_name);
+            end if;
+            fix_sql := null;
+            return next;
+        end loop;
+    exception when others then
+        severity := 'warning'; category := 'coverage unknown'; object := null;
+        finding := 'coverage could not be computed: ' || sqlerrm;
+        fix := 'pyctl coverage shows the error'; fix_sql := null;
+        return next;
+    end;
+
     -- Path columns without an index: placement reads the whole table.
     for r in
         select p.*, privacy.relation_of(p) as rel

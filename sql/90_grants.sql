@@ -56,7 +56,7 @@ as $$
         ('privacy.add_subject_type(text,regclass,name)', 'owner'),
         ('privacy.register_protected(regclass,text,text,name[],regclass,name[])', 'owner'),
         ('privacy.protect(regclass,text,name)', 'owner'), ('privacy.protect_via(regclass,name)', 'owner'),
-        ('privacy.protect_referenced_by(regclass,regclass,name)', 'owner'), ('privacy.unprotect(regclass)', 'owner'),
+        ('privacy.protect_referenced_by(regclass,regclass,name,boolean)', 'owner'), ('privacy.unprotect(regclass)', 'owner'),
         ('privacy.table_marker(integer)', 'owner'), ('privacy.heal_registry()', 'owner'),
         ('privacy.drop_enforcement(privacy.protected_tables,boolean)', 'owner'),
         ('privacy.subject_lock_class()', 'owner'), ('privacy.writer_bucket(text,text)', 'owner'),
@@ -83,7 +83,9 @@ as $$
         ('privacy.sync_replay(text,bigint,jsonb,jsonb,jsonb,jsonb)', 'owner'),
         ('privacy.sync_finish(text,text,bigint)', 'owner'),
         ('privacy.subject_row_hashes(integer,text,text,text[],smallint[])', 'owner'), ('privacy.digest_hold(uuid)', 'owner'),
-        ('privacy.constraint_columns(oid,smallint[])', 'owner'), ('privacy.rls_cves()', 'owner'),
+        ('privacy.constraint_columns(oid,smallint[])', 'owner'), ('privacy.foreign_keys()', 'owner'),
+        ('privacy.reference_sharing(regclass,name[],regclass,name[])', 'owner'), ('privacy.dismissal_of(text,oid)', 'owner'),
+        ('privacy.dismiss(text,regclass,text)', 'owner'), ('privacy.undismiss(text,regclass)', 'owner'), ('privacy.rls_cves()', 'owner'),
         ('privacy.sees_everything(oid)', 'owner'), ('privacy.function_audiences()', 'owner'),
         ('privacy.expected_grantees(regprocedure)', 'owner'), ('privacy.ensure_steward_role(name)', 'owner'),
         ('privacy.finish_install(jsonb)', 'owner'), ('privacy.create_app_role(name,text,name[])', 'owner'),
@@ -150,6 +152,6 @@ begin
     execute pg_catalog.format('grant select on privacy.processing_restrictions, privacy.subject_types, '
         'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings, privacy.corrections, '
         'privacy.recipients, privacy.recipient_notices, privacy.break_glass, privacy.hold_digests, '
-        'privacy.hold_digest_rows to %I', privacy.steward_role());
+        'privacy.hold_digest_rows, privacy.discover_dismissals to %I', privacy.steward_role());
 end;
 $$;

@@ -83,6 +83,11 @@ def test_apply_then_coverage_passes(unseen: Db) -> None:
     result = cli(unseen, "discover", "--subject", "customer", "--apply")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert "protected 6 table(s)" in result.stderr  # type: ignore[attr-defined]
+    # (issue 21) the unconfirmed newsletter.customer_id is a gap until a person decides about it
+    result = cli(unseen, "coverage")
+    assert result.exit_code == 1 and "public.newsletter" in result.stdout  # type: ignore[attr-defined]
+    assert cli(unseen, "discover", "--dismiss", "public.newsletter", "--reason", "holds e-mail sign-ups, no customer ids"
+               ).exit_code == 0  # type: ignore[attr-defined]
     result = cli(unseen, "coverage")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert "every reachable table is protected" in result.stdout  # type: ignore[attr-defined]
@@ -116,6 +121,8 @@ def test_emit_migration_writes_a_reviewable_yoyo_migration(unseen: Db, tmp_path:
     # applying it is the same as --apply
     with psycopg.connect(unseen.dsn("postgres"), autocommit=True) as conn:
         conn.execute(text)
+    assert cli(unseen, "coverage").exit_code == 1  # type: ignore[attr-defined]  # newsletter: unconfirmed (issue 21)
+    unseen.su.execute("select privacy.dismiss('customer', 'public.newsletter', 'e-mail sign-ups only')")
     assert cli(unseen, "coverage").exit_code == 0  # type: ignore[attr-defined]
 
 
