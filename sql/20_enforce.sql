@@ -852,6 +852,7 @@ create or replace function privacy.refresh_enforcement()
     returns integer
     volatile
     set search_path = ''
+    set jit = off  -- catalog queries the planner overestimates: JIT cost 600 ms a call
     language plpgsql
 as $$
 declare
