@@ -9,7 +9,7 @@ import math
 import secrets
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 import psycopg
@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from . import __version__
 from . import install as installer
-from .commands import Settings, default_subject, json_option, run, settings, show
+from .commands import Settings, default_subject, json_option, key_list, print_placed, run, settings, show
 from .db import PyctlError, connect, describe, require_installed, require_primary
 from .export import export_command
 from .output import emit_json, table
@@ -391,22 +391,27 @@ def hold() -> None:
 
 
 @hold.command("place")
-@click.argument("key")
+@click.argument("key", required=False)
+@click.option("--from-file", "keys_file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="One key per line (- for standard input): one hold each, in one transaction; all or none.")
 @click.option("--case", "case_ref", required=True, metavar="REF", help="The matter, e.g. 2026-CV-118.")
 @click.option("--reason", required=True, metavar="TEXT", help="Why the data must be preserved.")
 @click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
 @json_option
 @wait_option
-def hold_place(key: str, case_ref: str, reason: str, subject_type: str | None) -> None:
-    """Place a legal hold on a subject; prints the hold's id.
+def hold_place(key: str | None, keys_file: TextIO | None, case_ref: str, reason: str, subject_type: str | None) -> None:
+    """Place a legal hold on a subject (or on every key of a file); prints the hold's id
+    (with --from-file: each key and its hold's id).
 
     \b
     Example:
         pyctl hold place 42 --case 2026-CV-118 --reason "Smith v. Shop: preserve orders"
+        pyctl hold place --from-file custodians.txt --case 2026-CV-118 --reason "custodians named by counsel"
     """
-    rows = run("select privacy.place_hold(%s, %s, %s, %s) as id", (default_subject(subject_type), key, case_ref, reason))
-    hold_id = rows[0]["id"]
-    emit_json({"id": hold_id}) if settings().json else click.echo(hold_id)
+    keys = key_list(key, keys_file)
+    rows = run("select subject_key as key, hold_id as id from privacy.place_holds(%s, %s, %s, %s)",
+               (default_subject(subject_type), keys, case_ref, reason))
+    print_placed(rows, many=keys_file is not None)
 
 
 @hold.command("release")
@@ -486,24 +491,28 @@ def restrict() -> None:
 
 
 @restrict.command("place")
-@click.argument("key")
+@click.argument("key", required=False)
+@click.option("--from-file", "keys_file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="One key per line (- for standard input): one restriction each, in one transaction; all or none.")
 @click.option("--basis", required=True, type=click.Choice(["accuracy", "unlawful", "legal-claims", "objection"]),
               help="GDPR Art. 18(1) (a) accuracy contested, (b) unlawful, (c) legal claims, (d) objection.")
 @click.option("--reason", required=True, metavar="TEXT", help="What the subject asked for and why.")
 @click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
 @json_option
 @wait_option
-def restrict_place(key: str, basis: str, reason: str, subject_type: str | None) -> None:
-    """Restrict processing of a subject's data; prints the restriction's id.
+def restrict_place(key: str | None, keys_file: TextIO | None, basis: str, reason: str, subject_type: str | None) -> None:
+    """Restrict processing of a subject's data (or of every key of a file); prints the
+    restriction's id (with --from-file: each key and its restriction's id).
 
     \b
     Example:
         pyctl restrict place 42 --basis accuracy --reason "contests billing address"
+        pyctl restrict place --from-file objections.txt --basis objection --reason "objected, Art. 21"
     """
-    rows = run("select privacy.place_restriction(%s, %s, %s, %s) as id",
-               (default_subject(subject_type), key, basis, reason))
-    restriction_id = rows[0]["id"]
-    emit_json({"id": restriction_id}) if settings().json else click.echo(restriction_id)
+    keys = key_list(key, keys_file)
+    rows = run("select subject_key as key, restriction_id as id from privacy.place_restrictions(%s, %s, %s, %s)",
+               (default_subject(subject_type), keys, basis, reason))
+    print_placed(rows, many=keys_file is not None)
 
 
 @restrict.command("verify")

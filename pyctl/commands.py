@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 import psycopg
@@ -88,3 +88,28 @@ def default_subject(subject: str | None) -> str:
         return only_subject_type(conn, None)
     finally:
         conn.close()
+
+
+def key_list(key: str | None, keys_file: TextIO | None) -> list[str]:
+    """KEY, or the keys of --from-file (one per line; blank lines and # comments skipped)."""
+    if (key is None) == (keys_file is None):
+        raise click.UsageError("give one subject KEY, or --from-file FILE")
+    if key is not None:
+        return [key]
+    assert keys_file is not None
+    keys = [line.strip() for line in keys_file if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise PyctlError(f"{keys_file.name} holds no key")
+    return keys
+
+
+def print_placed(rows: list[dict[str, Any]], *, many: bool) -> None:
+    """The id of what was placed; for a list, each key with its id."""
+    if settings().json:
+        emit_json(rows if many else {"id": rows[0]["id"]})
+    elif many:
+        for row in rows:
+            click.echo(f"{row['key']}\t{row['id']}")
+        click.echo(f"placed {len(rows)}", err=True)
+    else:
+        click.echo(rows[0]["id"])

@@ -42,96 +42,193 @@ as $$
 declare
     v_mark smallint;
     p privacy.protected_tables;
+    v_attempt integer;
 begin
     if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
         perform privacy.fail('holds and restrictions are placed and released at READ COMMITTED isolation, so that rows written concurrently are marked too');
     end if;
-    -- First, so that writers which checked this subject before us finish first, and
-    -- those after us see our marks (privacy.subject_lock_class, sql/20_enforce.sql).
-    perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(), privacy.writer_bucket(p_subject_type, p_key));
-    update privacy.subject_guards set generation = generation + 1 where bucket = privacy.guard_bucket(p_subject_type, p_key);
-    select (case when pg_catalog.bool_or(r.kind = 'legal_hold') then 1 else 0 end
-          | case when pg_catalog.bool_or(r.kind = 'restriction') then 2 else 0 end)::smallint
-      into v_mark
-      from privacy.processing_restrictions r
-     where r.subject_type = p_subject_type and r.subject_key = p_key and r.released_at is null;
-    v_mark := coalesce(v_mark, 0);
-    if v_mark = 0 then
-        delete from privacy.subject_marks where subject_type = p_subject_type and subject_key = p_key;
-    else
-        insert into privacy.subject_marks (subject_type, subject_key, mark) values (p_subject_type, p_key, v_mark)
-        on conflict (subject_type, subject_key) do update set mark = excluded.mark;
-    end if;
-    -- By OID and column number, whatever the table and column are called now.
-    for p in select * from privacy.protected_tables x
-              where x.subject_type = p_subject_type and x.path_kind = 'column' and privacy.relation_of(x) is not null order by x.id loop
-        execute pg_catalog.format('update %s t set privacy_mark = $1 where t.%I = $2::%s and t.privacy_mark is distinct from $1',
-            privacy.relation_of(p), (privacy.column_names(p.relid, p.attnums))[1],
-            (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]))
-          using v_mark, p_key;
+    -- A writer that locked one of the subject's rows and then waits for the subject's
+    -- lock (its trigger) deadlocks with us if we hold that lock and wait for the row:
+    -- then everything this attempt took is given back and it starts again.
+    for v_attempt in 1 .. 5 loop
+        begin
+            -- First, so that writers which checked this subject before us finish first, and
+            -- those after us see our marks (privacy.subject_lock_class, sql/20_enforce.sql).
+            perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(), privacy.writer_bucket(p_subject_type, p_key));
+            update privacy.subject_guards set generation = generation + 1 where bucket = privacy.guard_bucket(p_subject_type, p_key);
+            select (case when pg_catalog.bool_or(r.kind = 'legal_hold') then 1 else 0 end
+                  | case when pg_catalog.bool_or(r.kind = 'restriction') then 2 else 0 end)::smallint
+              into v_mark
+              from privacy.processing_restrictions r
+             where r.subject_type = p_subject_type and r.subject_key = p_key and r.released_at is null;
+            v_mark := coalesce(v_mark, 0);
+            if v_mark = 0 then
+                delete from privacy.subject_marks where subject_type = p_subject_type and subject_key = p_key;
+            else
+                insert into privacy.subject_marks (subject_type, subject_key, mark) values (p_subject_type, p_key, v_mark)
+                on conflict (subject_type, subject_key) do update set mark = excluded.mark;
+            end if;
+            -- By OID and column number, whatever the table and column are called now.
+            for p in select * from privacy.protected_tables x
+                      where x.subject_type = p_subject_type and x.path_kind = 'column' and privacy.relation_of(x) is not null order by x.id loop
+                execute pg_catalog.format('update %s t set privacy_mark = $1 where t.%I = $2::%s and t.privacy_mark is distinct from $1',
+                    privacy.relation_of(p), (privacy.column_names(p.relid, p.attnums))[1],
+                    (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]))
+                  using v_mark, p_key;
+            end loop;
+            return v_mark;
+        exception when deadlock_detected then
+            if v_attempt = 5 then
+                raise;
+            end if;
+            perform pg_catalog.pg_sleep(0.01 * v_attempt);
+        end;
     end loop;
     return v_mark;
 end;
 $$;
 
--- Places a legal hold: until released, nobody may change or delete the subject's
--- rows in any protected table. Returns the hold's id.
+-- The subjects of a list of keys, canonical and without repeats; refuses the whole
+-- list if any key is unknown, naming every one (a single key: its own message).
+create or replace function privacy.canonical_keys(p_subject_type text, p_keys text[])
+    returns text[]
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    k text;
+    v_keys text[] := '{}';
+    v_unknown text[] := '{}';
+    v_message text;
+begin
+    if p_keys is null or pg_catalog.cardinality(p_keys) = 0 then
+        perform privacy.fail('no subject key given');
+    end if;
+    if pg_catalog.cardinality(p_keys) = 1 then
+        return array[privacy.canonical_key(p_subject_type, p_keys[1])];
+    end if;
+    foreach k in array p_keys loop
+        begin
+            v_keys := v_keys || privacy.canonical_key(p_subject_type, k);
+        exception when others then
+            if sqlstate not in ('PV002', '22P02', '22003', '22007', '22008') then  -- unknown, or not a key of its type
+                raise;
+            end if;
+            v_unknown := v_unknown || coalesce(k, 'NULL');
+            v_message := sqlerrm;
+        end;
+    end loop;
+    if pg_catalog.cardinality(v_unknown) > 0 then
+        perform privacy.fail(pg_catalog.format('%s of %s keys are not known subjects of type %s, nothing was placed: %s%s',
+            pg_catalog.cardinality(v_unknown), pg_catalog.cardinality(p_keys), p_subject_type,
+            pg_catalog.array_to_string(v_unknown[1:50], ', '),
+            case when pg_catalog.cardinality(v_unknown) > 50 then pg_catalog.format(' (and %s more)', pg_catalog.cardinality(v_unknown) - 50) else '' end));
+    end if;
+    return array(select distinct x from pg_catalog.unnest(v_keys) x order by 1);
+end;
+$$;
+
+-- Places one legal hold per key (a custodian list), in one transaction: every key
+-- must be a known subject or nothing is placed. Each hold gets its rows marked, its
+-- preservation digest and its two ledger entries, exactly as place_hold; the digests
+-- are computed before any ledger entry is appended (appending takes the ledger's lock
+-- until commit, which every other placement, release, refusal and export needs).
+create or replace function privacy.place_holds(p_subject_type text, p_keys text[], p_case text, p_reason text)
+    returns table (subject_key text, hold_id uuid)
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_keys text[];
+    v_ids uuid[] := '{}';
+    v_digests jsonb[] := '{}';
+    v_id uuid;
+    i integer;
+begin
+    perform privacy.heal();  -- a partition attached or a table renamed since: enforced first
+    perform privacy.require_text(p_case, 'a legal hold needs a case reference');
+    perform privacy.require_text(p_reason, 'a legal hold needs a reason');
+    v_keys := privacy.canonical_keys(p_subject_type, p_keys);
+    for i in 1 .. pg_catalog.cardinality(v_keys) loop
+        insert into privacy.processing_restrictions (kind, subject_type, subject_key, case_ref, reason, placed_by, placed_role)
+        values ('legal_hold', p_subject_type, v_keys[i], p_case, p_reason, session_user, privacy.acting_role())
+        returning id into v_id;
+        perform privacy.refresh_subject(p_subject_type, v_keys[i]);
+        -- The preservation proof: what the data is as the hold begins (sql/75_digests.sql).
+        v_ids := v_ids || v_id;
+        v_digests := v_digests || privacy.digest_hold(v_id);
+    end loop;
+    perform privacy.guard_held_relations(p_subject_type);  -- DROP of what they hold refused (55_ddl_guards.sql)
+    for i in 1 .. pg_catalog.cardinality(v_keys) loop
+        perform privacy.ledger_append('hold_placed', p_subject_type, v_keys[i], v_ids[i],
+            pg_catalog.jsonb_build_object('case', p_case, 'reason', p_reason));
+        perform privacy.ledger_append('hold_digested', p_subject_type, v_keys[i], v_ids[i],
+            pg_catalog.jsonb_build_object('tables', v_digests[i]));
+        subject_key := v_keys[i]; hold_id := v_ids[i];
+        return next;
+    end loop;
+end;
+$$;
+
+-- Places a legal hold on one subject: until released, none of its rows in any
+-- protected table can be changed or deleted, by anyone. Returns the hold's id.
 create or replace function privacy.place_hold(p_subject_type text, p_key text, p_case text, p_reason text)
     returns uuid
     volatile
     security definer
     set search_path = ''
-    language plpgsql
-as $$
-declare
-    v_key text := privacy.canonical_key(p_subject_type, p_key);
-    v_id uuid;
-begin
-    perform privacy.heal();  -- a partition attached or a table renamed since: enforced first
-    perform privacy.require_text(p_case, 'a legal hold needs a case reference');
-    perform privacy.require_text(p_reason, 'a legal hold needs a reason');
-    insert into privacy.processing_restrictions (kind, subject_type, subject_key, case_ref, reason, placed_by, placed_role)
-    values ('legal_hold', p_subject_type, v_key, p_case, p_reason, session_user,
-            privacy.acting_role())
-    returning id into v_id;
-    perform privacy.refresh_subject(p_subject_type, v_key);
-    perform privacy.guard_held_relations(p_subject_type);  -- DROP of what it holds refused (55_ddl_guards.sql)
-    perform privacy.ledger_append('hold_placed', p_subject_type, v_key, v_id,
-        pg_catalog.jsonb_build_object('case', p_case, 'reason', p_reason));
-    -- The preservation proof: what the data is as the hold begins (sql/75_digests.sql).
-    perform privacy.digest_hold(v_id);
-    return v_id;
-end;
-$$;
+    language sql
+as $$ select h.hold_id from privacy.place_holds(p_subject_type, array[p_key], p_case, p_reason) h $$;
 
--- Places a processing restriction (GDPR Art. 18): until released, the subject's
--- rows are invisible to restricted roles, who can neither change them nor add rows.
-create or replace function privacy.place_restriction(p_subject_type text, p_key text, p_basis text, p_reason text)
-    returns uuid
+-- Places one processing restriction (GDPR Art. 18) per key, in one transaction; every
+-- key must be a known subject or nothing is placed. Until released, the subjects' rows
+-- are invisible to restricted roles, who can neither change them nor add rows.
+create or replace function privacy.place_restrictions(p_subject_type text, p_keys text[], p_basis text, p_reason text)
+    returns table (subject_key text, restriction_id uuid)
     volatile
     security definer
     set search_path = ''
     language plpgsql
 as $$
 declare
-    v_key text := privacy.canonical_key(p_subject_type, p_key);
+    v_keys text[];
+    v_ids uuid[] := '{}';
     v_id uuid;
+    i integer;
 begin
     perform privacy.heal();  -- a partition attached or a table renamed since: enforced first
     if p_basis is null or p_basis not in ('accuracy', 'unlawful', 'legal-claims', 'objection') then
         perform privacy.fail(pg_catalog.format('basis %L is not one of accuracy, unlawful, legal-claims, objection (GDPR Art. 18(1)(a)-(d))', p_basis));
     end if;
     perform privacy.require_text(p_reason, 'a restriction needs a reason');
-    insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
-    values ('restriction', p_subject_type, v_key, p_basis, p_reason, session_user,
-            privacy.acting_role())
-    returning id into v_id;
-    perform privacy.refresh_subject(p_subject_type, v_key);
-    perform privacy.ledger_append('restriction_placed', p_subject_type, v_key, v_id,
-        pg_catalog.jsonb_build_object('basis', p_basis, 'reason', p_reason));
-    return v_id;
+    v_keys := privacy.canonical_keys(p_subject_type, p_keys);
+    for i in 1 .. pg_catalog.cardinality(v_keys) loop
+        insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
+        values ('restriction', p_subject_type, v_keys[i], p_basis, p_reason, session_user, privacy.acting_role())
+        returning id into v_id;
+        perform privacy.refresh_subject(p_subject_type, v_keys[i]);
+        v_ids := v_ids || v_id;
+    end loop;
+    for i in 1 .. pg_catalog.cardinality(v_keys) loop
+        perform privacy.ledger_append('restriction_placed', p_subject_type, v_keys[i], v_ids[i],
+            pg_catalog.jsonb_build_object('basis', p_basis, 'reason', p_reason));
+        subject_key := v_keys[i]; restriction_id := v_ids[i];
+        return next;
+    end loop;
 end;
 $$;
+
+-- Places a processing restriction (GDPR Art. 18) on one subject. Returns its id.
+create or replace function privacy.place_restriction(p_subject_type text, p_key text, p_basis text, p_reason text)
+    returns uuid
+    volatile
+    security definer
+    set search_path = ''
+    language sql
+as $$ select r.restriction_id from privacy.place_restrictions(p_subject_type, array[p_key], p_basis, p_reason) r $$;
 
 -- The lifecycle steps a restriction's release requires, by basis (GDPR Art. 18):
 -- accuracy: verified, subject notified (18(3)), approval recorded; objection:

@@ -99,9 +99,7 @@ begin
         v_tables := v_tables || pg_catalog.jsonb_build_object('table', privacy.qualified(p.table_schema, p.table_name),
                                                               'rows', v_count, 'sha256', v_digest, 'columns', v_columns);
     end loop;
-    perform privacy.ledger_append('hold_digested', r.subject_type, r.subject_key, p_hold_id,
-                                  pg_catalog.jsonb_build_object('tables', v_tables));
-    return v_tables;
+    return v_tables;  -- place_hold enters it in the ledger (after hold_placed)
 end;
 $$;
 

@@ -26,7 +26,8 @@ as $$
         ('privacy.toolkit_version()', 'public'), ('privacy.qualified(name,name)', 'public'),
         ('privacy.describe_path(privacy.protected_tables)', 'public'), ('privacy.required_steps(text)', 'public'),
         -- stewards: placement, release, the lifecycle, recipients, reading the record
-        ('privacy.place_hold(text,text,text,text)', 'steward'), ('privacy.release_hold(uuid,text,text)', 'steward'),
+        ('privacy.place_hold(text,text,text,text)', 'steward'), ('privacy.place_holds(text,text[],text,text)', 'steward'),
+        ('privacy.place_restrictions(text,text[],text,text)', 'steward'), ('privacy.release_hold(uuid,text,text)', 'steward'),
         ('privacy.place_restriction(text,text,text,text)', 'steward'), ('privacy.release_restriction(uuid,text,boolean)', 'steward'),
         ('privacy.verify_restriction(uuid,text)', 'steward'), ('privacy.notify_subject(uuid,text)', 'steward'),
         ('privacy.approve_release(uuid,text)', 'steward'), ('privacy.break_glass(text)', 'steward'),
@@ -76,7 +77,7 @@ as $$
         ('privacy.journal(integer,text,oid,text,jsonb,jsonb,jsonb)', 'owner'),
         ('privacy.enforcement_fingerprint()', 'owner'), ('privacy.remember_fingerprint()', 'owner'), ('privacy.check_held_data_after_ddl(oid)', 'owner'),
         ('privacy.on_sql_drop()', 'owner'), ('privacy.on_ddl_command_end()', 'owner'),
-        ('privacy.ledger_entry_of(jsonb)', 'owner'),
+        ('privacy.ledger_entry_of(jsonb)', 'owner'), ('privacy.canonical_keys(text,text[])', 'owner'),
         ('privacy.hold_guards()', 'owner'), ('privacy.held_relations(text)', 'owner'),
         ('privacy.guard_held_relations(text)', 'owner'), ('privacy.hold_guard_name(text,oid)', 'owner'), ('privacy.uninstall()', 'owner'),
         ('privacy.sync_replay_entry(text,bigint,bytea,jsonb,jsonb,jsonb,jsonb)', 'owner'),

@@ -423,10 +423,10 @@ def tripwire(cluster: Cluster, point: str) -> Iterator[str]:
         if point == "marking":  # half of the subject's order items are marked: the application's trigger waits
             blocking.execute("select pg_advisory_lock(4242)")
             yield "advisory"
-        elif point == "ledger":  # every row is marked; the ledger entry is next
+        elif point == "ledger":  # every row is marked and digested; the ledger entries are next
             blocking.execute("lock table privacy.ledger in share row exclusive mode")
             yield "relation"
-        elif point == "digest":  # marked and in the ledger (in the transaction); the digests are next
+        elif point == "digest":  # every row is marked; the digests are next (before the ledger, whose lock others need)
             blocking.execute("lock table privacy.hold_digests in share mode")
             yield "relation"
         else:
