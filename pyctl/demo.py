@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import click
 import psycopg
@@ -97,8 +99,18 @@ def _try_as_app(app_dsn: str, statement: str) -> None:
             _say(f"  app> {statement}\n       refused [{exc.sqlstate}] {message}")
 
 
+def _ack_all(dsn: str, recipient: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        seqs = [r[0] for r in conn.execute("select ledger_seq from privacy.recipient_notices where recipient = %s "
+                                           "and acked_at is null order by 1", (recipient,)).fetchall()]
+    for seq in seqs:
+        _pyctl(dsn, "recipient", "ack", recipient, str(seq))
+
+
 def run_demo(keep: bool = False) -> None:
     started = time.monotonic()
+    # What the demo leaves for the reader (the export and the report) outlives the throwaway cluster.
+    out_dir = Path(tempfile.mkdtemp(prefix="pyctl-demo-"))
     _say("Starting a throwaway PostgreSQL cluster ...")
     cluster = start_cluster()
     try:
@@ -134,12 +146,17 @@ def run_demo(keep: bool = False) -> None:
         _say("  The nightly retention purge skips held customers with privacy.is_held():")
         _try_as_app(app_dsn, "delete from support_tickets where not privacy.is_held('customer', customer_id)")
         _as_app(app_dsn, "support tickets", "select subject from support_tickets order by id")
+        _say("  Counsel gets a preservation export of Cy's data, its manifest's hash recorded in the ledger:")
+        _pyctl(dsn, "export", "3", "--out", str(out_dir / "customer-3"))
         _say()
 
         _say("3. Ben (customer 2) contests the accuracy of his address (GDPR Art. 18(1)(a)):")
         _say("   until it is verified, his data is stored only, and the application cannot process it.")
+        _pyctl(dsn, "recipient", "add", "newsletter", "--description", "the mailing service the shop sends addresses to")
         restriction_id = _pyctl(dsn, "restrict", "place", "2", "--basis", "accuracy",
                                 "--reason", "Ben says his address is wrong")
+        _say("   The mailing service is told to stop too (Art. 19):")
+        _ack_all(dsn, "newsletter")
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _as_app(app_dsn, "orders", "select id from orders order by id")
         _as_app(app_dsn, "addresses", "select street from addresses order by id")
@@ -160,6 +177,7 @@ def run_demo(keep: bool = False) -> None:
         _pyctl(dsn, "restrict", "notify", restriction_id, "--via", "email to ben@example.com")
         _pyctl(dsn, "restrict", "approve", restriction_id, "--evidence", "Ben's reply of 2026-12-01")
         _pyctl(dsn, "restrict", "release", restriction_id)
+        _ack_all(dsn, "newsletter")
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _say()
 
@@ -168,6 +186,12 @@ def run_demo(keep: bool = False) -> None:
         _try_as_app(app_dsn, "delete from customers where id = 3")
         _pyctl(dsn, "history", "2")
         _pyctl(dsn, "ledger", "verify")
+        _say()
+
+        _say("5. What counsel and the DPO read: one report, printable, with every digest and how to check it.")
+        report = out_dir / "report.html"
+        _pyctl(dsn, "report", "--out", str(report))
+        _say(f"Report: {report} (open it in a browser, or print it)\nExport: {out_dir / 'customer-3'}")
         _say(f"\nDone in {time.monotonic() - started:.1f}s.")
         if keep:
             _say(f"The cluster keeps running. Connect with:\n  {dsn}\nStop it with: "
