@@ -415,7 +415,7 @@ def timeline(facts: dict[str, Any]) -> dict[str, Any]:
     for k in range(6):
         t = start + dt.timedelta(seconds=span / 1.02 * k / 5)
         fmt = "%Y-%m-%d" if span > 3 * 86400 else "%m-%d %H:%M" if span > 3600 else "%H:%M:%S"
-        ticks.append({"x": x_of(t), "label": t.strftime(fmt)})
+        ticks.append({"x": x_of(t), "label": t.strftime(fmt), "anchor": "end" if k == 5 else "middle"})
     height = 30 + len(items) * _TIMELINE_ROW + 10
     return {"rows": rows, "ticks": ticks, "width": _TIMELINE_WIDTH, "height": height, "now_x": x_of(now)}
 
