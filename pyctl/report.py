@@ -26,7 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from . import __version__
-from .db import PyctlError, connect, describe, heal, require_installed
+from .db import PyctlError, connect, describe, require_installed
 from .output import _plain
 
 REPORT_KIND = "pyctl report"
@@ -134,11 +134,11 @@ _EVENT_COLUMNS = ("seq, recorded_at, event, session_role, acting_role, subject_t
                   "pg_catalog.encode(hash, 'hex') as hash")
 
 _PROTECTED = """
+with s as materialized (select * from privacy.enforcement_status())
 select p.id, privacy.qualified(p.table_schema, p.table_name) as table, p.subject_type, privacy.describe_path(p) as path,
        coalesce((select case when bool_and(s.state = 'installed') then 'installed'
                              else (array_agg(s.state order by s.state = 'installed'))[1] end
-                   from privacy.enforcement_status() s
-                  where s.protected_table = privacy.qualified(p.table_schema, p.table_name)), 'missing') as enforcement
+                   from s where s.protected_table = privacy.qualified(p.table_schema, p.table_name)), 'missing') as enforcement
   from privacy.protected_tables p
  order by p.id
 """
@@ -153,9 +153,8 @@ def collect(dsn: str | None, filters: Filters, *, check_fleet: bool = True) -> d
                                "and pg_catalog.has_table_privilege('privacy.ledger', 'select')").fetchone()
         if not (allowed and allowed[0]):
             raise PyctlError("the report reads the whole record: run it as a steward (pyctl roles steward ROLE) or the toolkit's owner")
+        # Read only: no heal() first (it writes), so the report runs on followers and copies as it does on the primary.
         in_recovery = bool((conn.execute("select pg_catalog.pg_is_in_recovery()").fetchone() or [False])[0])
-        if not in_recovery:
-            heal(conn)  # as hold verify does: a restored dump knows its tables anew first
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute("set transaction isolation level repeatable read, read only")
             facts = _snapshot(cur, filters, in_recovery)
