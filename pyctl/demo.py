@@ -99,14 +99,6 @@ def _try_as_app(app_dsn: str, statement: str) -> None:
             _say(f"  app> {statement}\n       refused [{exc.sqlstate}] {message}")
 
 
-def _ack_all(dsn: str, recipient: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        seqs = [r[0] for r in conn.execute("select ledger_seq from privacy.recipient_notices where recipient = %s "
-                                           "and acked_at is null order by 1", (recipient,)).fetchall()]
-    for seq in seqs:
-        _pyctl(dsn, "recipient", "ack", recipient, str(seq))
-
-
 def run_demo(keep: bool = False) -> None:
     started = time.monotonic()
     # What the demo leaves for the reader (the export and the report) outlives the throwaway cluster.
@@ -152,11 +144,8 @@ def run_demo(keep: bool = False) -> None:
 
         _say("3. Ben (customer 2) contests the accuracy of his address (GDPR Art. 18(1)(a)):")
         _say("   until it is verified, his data is stored only, and the application cannot process it.")
-        _pyctl(dsn, "recipient", "add", "newsletter", "--description", "the mailing service the shop sends addresses to")
         restriction_id = _pyctl(dsn, "restrict", "place", "2", "--basis", "accuracy",
                                 "--reason", "Ben says his address is wrong")
-        _say("   The mailing service is told to stop too (Art. 19):")
-        _ack_all(dsn, "newsletter")
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _as_app(app_dsn, "orders", "select id from orders order by id")
         _as_app(app_dsn, "addresses", "select street from addresses order by id")
@@ -177,7 +166,6 @@ def run_demo(keep: bool = False) -> None:
         _pyctl(dsn, "restrict", "notify", restriction_id, "--via", "email to ben@example.com")
         _pyctl(dsn, "restrict", "approve", restriction_id, "--evidence", "Ben's reply of 2026-12-01")
         _pyctl(dsn, "restrict", "release", restriction_id)
-        _ack_all(dsn, "newsletter")
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _say()
 
