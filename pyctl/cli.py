@@ -736,7 +736,7 @@ def report(out: str, fmt: str, case_ref: str | None, subject: tuple[str, str] | 
     elif settings().json:
         emit_json(result)
     else:
-        click.echo(out)
+        click.echo(click.format_filename(out))
     click.echo(f"report: {result['holds']} legal hold(s) ({result['holds_violated']} violated), {result['restrictions']} restriction(s), "
                f"ledger {'verifies' if result['ledger_verifies'] else 'BROKEN'}; sha256 {result['sha256']}", err=True)
 

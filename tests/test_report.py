@@ -302,3 +302,27 @@ def test_render_time_for_many_holds(db: Db, tmp_path: Path) -> None:
           f"printed in {printed:.1f} s, {pages[1] if pages else '?'} pages")
     assert elapsed < 30
     assert len(json.loads(cli(db, "report", "--out", "-", "--format", "json").stdout)["holds"]) == 20
+
+
+def test_bad_input_is_one_line_and_writes_nothing(db: Db, tmp_path: Path) -> None:
+    hold(db, 3, CASE)
+    (tmp_path / "a-directory").mkdir()
+    cases = [
+        (["--out", str(tmp_path / "a-directory")], 1, "is a directory"),
+        (["--out", str(tmp_path / "missing" / "r.html")], 1, "No such file or directory"),
+        (["--out", str(tmp_path / "r.html"), "--subject", "customer", "not-a-number"], 1, "is not a valid customer key"),
+        (["--out", str(tmp_path / "r.html"), "--since", "yesterday"], 2, "Invalid value for '--since'"),
+        (["--out", str(tmp_path / "r.html"), "--format", "pdf"], 2, "Invalid value for '--format'"),
+        (["--format", "json"], 2, "Missing option '--out'"),
+    ]
+    for args, code, message in cases:
+        result = CliRunner().invoke(main, ["--dsn", db.dsn("steward_user"), "report", *args])
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.stderr, (args, result.stderr)
+        if code == 1:
+            assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory"]
+    assert list((tmp_path / "a-directory").iterdir()) == []
+    # a case that does not exist is an empty report, not an error
+    facts = json.loads(cli(db, "report", "--out", "-", "--format", "json", "--case", "'; drop table customers; --").stdout)
+    assert facts["holds"] == [] and facts["restrictions"] == []
