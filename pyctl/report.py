@@ -407,8 +407,13 @@ def timeline(facts: dict[str, Any]) -> dict[str, Any]:
             marks = [{"x": x_of(s["at"]), "title": f"{s['step']} {_iso(s['at'])}"} for s in e["steps"] if s["at"] is not None]
         x1 = x_of(e["placed_at"])
         x2 = max(x_of(end), x1 + 3)
+        # The note goes inside a bar wide enough to hold it, else just after it.
+        inside = x2 - x1 >= 100
+        after = x2 + 100 <= _TIMELINE_WIDTH
         rows.append({"y": y, "label": label[:40] + ("…" if len(label) > 40 else ""), "x1": x1, "width": round(x2 - x1, 1),
-                     "css": css, "note": note, "open": e["released_at"] is None, "marks": marks,
+                     "css": css, "note": note, "note_x": round(x1 + 6 if inside else x2 + 5 if after else x1 - 5, 1),
+                     "note_anchor": "start" if inside or after else "end", "note_fill": "#fff" if inside else "#c00000",
+                     "open": e["released_at"] is None, "marks": marks,
                      "title": f"{label}: {_iso(e['placed_at'])} to " + (_iso(e["released_at"]) if e["released_at"] else "in force")})
     ticks = []
     for k in range(6):
