@@ -623,11 +623,13 @@ def ledger_verify() -> None:
         pyctl ledger verify
     """
     rows = run("select seq, problem from privacy.verify_ledger()", write=False)
-    count = run("select count(*) as n, max(seq) as head from privacy.ledger", write=False)[0]
+    count = run("select count(*) as n, max(seq) as head, "
+                "(select encode(hash, 'hex') from privacy.ledger order by seq desc limit 1) as head_hash from privacy.ledger",
+                write=False)[0]
     if settings().json:
-        emit_json({"ok": not rows, "entries": count["n"], "head": count["head"], "problems": rows})
+        emit_json({"ok": not rows, "entries": count["n"], "head": count["head"], "head_hash": count["head_hash"], "problems": rows})
     elif not rows:
-        click.echo(f"ledger verifies: {count['n']} entries, head {count['head']}")
+        click.echo(f"ledger verifies: {count['n']} entries, head {count['head']} (sha256 {count['head_hash']})")
     if rows:
         raise PyctlError(f"ledger broken at entry {rows[0]['seq']}: {rows[0]['problem']}")
 
@@ -647,6 +649,52 @@ def history(key: str, subject_type: str | None) -> None:
                "from privacy.ledger where subject_type = %s and subject_key = %s order by seq",
                (default_subject(subject_type), key), write=False)
     show(rows, ["seq", "recorded_at", "event", "id", "session_role", "payload"], f"no events for {key}")
+
+
+@main.command()
+@click.option("--out", required=True, metavar="FILE", help="Where to write the report ('-': stdout).")
+@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True,
+              help="html: one self-contained, printable document; json: the same facts.")
+@click.option("--case", "case_ref", metavar="REF", help="Only the legal holds of this case (and restrictions on their subjects).")
+@click.option("--subject", "subject", nargs=2, metavar="TYPE KEY", help="Only this subject's holds and restrictions.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]), metavar="DATE",
+              help="Only holds and restrictions in force at some time since DATE (UTC).")
+@click.option("--no-fleet", "no_fleet", is_flag=True, help="Do not connect to the fleet's copies to see whether they have each hold.")
+@json_option
+def report(out: str, fmt: str, case_ref: str | None, subject: tuple[str, str] | None, since: Any, no_fleet: bool) -> None:
+    """Write the report counsel and the DPO read, print and check.
+
+    Per legal hold: case, subject, who placed it, when and why, its ledger events,
+    its preservation digests and their verification now, the exports made under
+    it with their manifest hashes, and whether each fleet copy has it. Per
+    restriction: basis, each lifecycle step with its evidence, the recipients told
+    (Art. 19) and the release. Then coverage, doctor's findings, the ledger's head
+    hash and whether the chain verifies, a timeline, and how to check every hash.
+    Run it as a steward. Prints the path; the file's sha256 goes to stderr.
+
+    \b
+    Example:
+        pyctl report --out report.html
+        pyctl report --out case-118.html --case 2026-CV-118
+        pyctl report --out customer-42.json --format json --subject customer 42
+    """
+    import datetime as dt
+
+    from .report import Filters, write
+
+    since_utc = since.replace(tzinfo=dt.UTC) if since is not None else None
+    filters = Filters(case=case_ref, subject_type=subject[0] if subject else None, subject_key=subject[1] if subject else None,
+                      since=since_utc)
+    result = write(settings().dsn, out, fmt, filters, check_fleet=not no_fleet)
+    text = result.pop("text")
+    if out == "-":
+        sys.stdout.write(text)
+    elif settings().json:
+        emit_json(result)
+    else:
+        click.echo(click.format_filename(out))
+    click.echo(f"report: {result['holds']} legal hold(s) ({result['holds_violated']} violated), {result['restrictions']} restriction(s), "
+               f"ledger {'verifies' if result['ledger_verifies'] else 'BROKEN'}; sha256 {result['sha256']}", err=True)
 
 
 # -- discover, coverage, doctor -----------------------------------------------------------------

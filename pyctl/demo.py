@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import click
 import psycopg
@@ -97,6 +99,8 @@ def _try_as_app(app_dsn: str, statement: str) -> None:
 
 def run_demo(pyctl: click.Command, keep: bool = False) -> None:
     started = time.monotonic()
+    # What the demo leaves for the reader (the export and the report) outlives the throwaway cluster.
+    out_dir = Path(tempfile.mkdtemp(prefix="pyctl-demo-"))
     _say("Starting a throwaway PostgreSQL cluster ...")
     cluster = start_cluster()
     try:
@@ -132,6 +136,8 @@ def run_demo(pyctl: click.Command, keep: bool = False) -> None:
         _say("  The nightly retention purge skips held customers with privacy.is_held():")
         _try_as_app(app_dsn, "delete from support_tickets where not privacy.is_held('customer', customer_id)")
         _as_app(app_dsn, "support tickets", "select subject from support_tickets order by id")
+        _say("  Counsel gets a preservation export of Cy's data, its manifest's hash recorded in the ledger:")
+        _pyctl(pyctl, dsn, "export", "3", "--out", str(out_dir / "customer-3"))
         _say()
 
         _say("3. Ben (customer 2) contests the accuracy of his address (GDPR Art. 18(1)(a)):")
@@ -166,6 +172,12 @@ def run_demo(pyctl: click.Command, keep: bool = False) -> None:
         _try_as_app(app_dsn, "delete from customers where id = 3")
         _pyctl(pyctl, dsn, "history", "2")
         _pyctl(pyctl, dsn, "ledger", "verify")
+        _say()
+
+        _say("5. What counsel and the DPO read: one report, printable, with every digest and how to check it.")
+        report = out_dir / "report.html"
+        _pyctl(pyctl, dsn, "report", "--out", str(report))
+        _say(f"Report: {report} (open it in a browser, or print it)\nExport: {out_dir / 'customer-3'}")
         _say(f"\nDone in {time.monotonic() - started:.1f}s.")
         if keep:
             _say(f"The cluster keeps running. Connect with:\n  {dsn}\nStop it with: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,15 @@ def test_demo_runs_under_a_minute_and_shows_refusals() -> None:
     assert "app sees customers: Ada Active, Ben Contests, Cy Former" in out  # and back after release
     assert "ledger verifies" in out
     assert "Traceback" not in proc.stderr
+    # it ends with the report, and says where it is
+    line = next(x for x in out.splitlines() if x.startswith("Report: "))
+    report = Path(line.removeprefix("Report: ").split(" (open it")[0])
+    try:
+        html = report.read_text(encoding="utf-8")
+        assert "2026-CV-118" in html and "Art. 18(1)(a)" in html and "the hash chain verifies" in html
+        assert (report.parent / "customer-3" / "SHA256SUMS").exists()
+    finally:
+        shutil.rmtree(report.parent, ignore_errors=True)
 
 
 def test_demo_keep_leaves_a_usable_cluster() -> None:
@@ -43,3 +53,6 @@ def test_demo_keep_leaves_a_usable_cluster() -> None:
         subprocess.run(command, capture_output=True, check=False)
         data_dir = Path(command[command.index("-D") + 1])
         subprocess.run(["rm", "-rf", str(data_dir.parent)], check=False)
+        for line in lines:
+            if line.startswith("Report: "):
+                shutil.rmtree(Path(line.removeprefix("Report: ").split(" (open it")[0]).parent, ignore_errors=True)

@@ -45,7 +45,7 @@ EXCLUDED = {("demo",)}  # starts PostgreSQL servers of its own
 COMMANDS = [(path, command) for path, command in walk(main) if path not in EXCLUDED]
 # Commands that read or write files named on the command line: their arguments stay inside
 # the example's own temporary directory (no '/', no '..'), since the tests run as root.
-FILE_COMMANDS = {("export",), ("export", "verify"), ("ledger", "export"), ("ledger", "import"), ("discover",)}
+FILE_COMMANDS = {("export",), ("export", "verify"), ("ledger", "export"), ("ledger", "import"), ("discover",), ("report",)}
 
 
 def test_every_command_is_exercised() -> None:
