@@ -301,13 +301,17 @@ def subject_list() -> None:
               help="A column of a protected table that points at this table (customers.address_id).")
 @click.option("--shared-ok", "shared_ok", is_flag=True,
               help="With --referenced-by: protect it although other subjects share its rows (a store, a country).")
+@click.option("--no-index", "no_index", is_flag=True,
+              help="Do not create the missing index on the path column (CREATE INDEX CONCURRENTLY); only warn.")
 def protect(table_name: str, subject_type: str | None, column: str | None, via: str | None,
-            referenced_by: str | None, shared_ok: bool) -> None:
+            referenced_by: str | None, shared_ok: bool, no_index: bool) -> None:
     """Protect a table: its rows follow their subject's holds and restrictions.
 
     --referenced-by refuses a shared lookup table (a row several subjects point at:
     a restriction would hide it from every subject, a hold freeze it for all) unless
-    --shared-ok says that is what you want.
+    --shared-ok says that is what you want. Without an index on the path column,
+    placing a hold reads the whole table while the subject's writers wait: protect
+    creates it (CREATE INDEX CONCURRENTLY, after protecting) unless --no-index.
 
     \b
     Example:
@@ -344,6 +348,26 @@ def protect(table_name: str, subject_type: str | None, column: str | None, via: 
                   "and position(%s in finding) > 0", (resolved,), write=False)
     for e in exposed:
         click.echo(f"warning: {e['finding']}; fix: {e['fix']}", err=True)
+    unindexed = run("select finding, fix from privacy.doctor() where category = 'unindexed path' and object = %s",
+                    (resolved,), write=False)  # (doctor names tables schema-qualified, as check_table_name does)
+    for u in unindexed:
+        if no_index:
+            click.echo(f"warning: {u['finding']}; fix: {u['fix']}", err=True)
+            continue
+        create_index_concurrently(u["fix"])
+        click.echo(f"created the missing index: {u['fix']}", err=True)
+
+
+def create_index_concurrently(statement: str) -> None:
+    """Runs doctor's CREATE INDEX CONCURRENTLY (identifiers quoted by it) outside any transaction."""
+    assert statement.startswith("CREATE INDEX CONCURRENTLY ON ")
+    conn = connect(settings().dsn)
+    try:
+        conn.execute(statement.encode())
+    except psycopg.Error as exc:
+        raise PyctlError(f"protected, but the index could not be created ({describe(exc)}): run {statement}") from None
+    finally:
+        conn.close()
 
 
 @main.command()

@@ -304,3 +304,20 @@ def test_create_app_sends_no_password_in_clear_and_it_logs_in(db: Db) -> None:
     assert db.scalar("select count(*) from pg_roles where rolname = 'sneaky_app'") == 0
     with pytest.raises(psycopg.Error, match="SCRAM-SHA-256 verifier"):
         db.owner.execute("select privacy.create_app_role('plain_app', 'hunter2', '{public}')")
+
+
+def test_protect_creates_the_missing_index_on_the_path_or_warns_with_no_index(db: Db) -> None:
+    db.owner.execute("create table visits (customer_id integer references customers (id), day date);"
+                     "create table notes (customer_id integer references customers (id), body text);"
+                     "insert into visits values (1, '2026-01-01'), (3, '2026-01-02')")
+    indexes = "select count(*) from pg_index where indrelid = %s::regclass"
+    assert db.scalar(indexes, ("visits",)) == 0
+    result = cli(db, "protect", "visits", "--column", "customer_id", user="shop_owner")
+    assert result.exit_code == 0, result.output
+    assert "created the missing index: CREATE INDEX CONCURRENTLY ON public.visits (customer_id)" in result.stderr
+    assert db.scalar("select count(*) from pg_index where indrelid = 'visits'::regclass and indisvalid") == 1
+    assert not [r for r in db.su.execute("select object from privacy.doctor() where category = 'unindexed path'").fetchall()
+                if r[0] == "public.visits"]
+    result = cli(db, "protect", "notes", "--column", "customer_id", "--no-index", user="shop_owner")
+    assert result.exit_code == 0 and "warning: no index on public.notes(customer_id)" in result.stderr
+    assert db.scalar(indexes, ("notes",)) == 0
