@@ -533,10 +533,10 @@ $body$$f$, v_fn, v_prop);
         return next;
     end if;
 
-    -- 7. Who may use the trigger functions: the toolkit's owner, and the table's owner,
+    -- 7. Who may use the trigger functions: the toolkit's owner (whoever runs this), and the table's owner,
     --    whom PostgreSQL checks when it copies row triggers onto a new partition. The
     --    helpers are the owner's only.
-    if v_owner is distinct from current_user then
+    if v_owner is distinct from (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy') then
         step := v_step + 1; v_step := step; kind := 'grant'; relid := v_rel; name := 'trigger functions to ' || v_owner;
         ddl := pg_catalog.format('grant execute on function %1$s_insert(), %1$s_row()%2$s to %3$I', v_fn,
                                  case when v_has_deps then ', ' || v_fn || '_propagate()' else '' end, v_owner);
@@ -707,6 +707,7 @@ declare
     v_stmt text;
     v_new oid[];
     v_detached oid[];
+    v_toolkit_owner name := (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy');
     v_target oid;
 begin
     if p.id is null then
@@ -738,6 +739,12 @@ begin
     perform privacy.drop_enforcement(p, false);
     for s in select * from privacy.enforcement_plan(p.id) x where x.ddl is not null order by x.step loop
         execute s.ddl;
+        -- A superuser regenerating an owner's install: what it makes belongs to the toolkit's owner.
+        if s.kind in ('function', 'view') and current_user is distinct from v_toolkit_owner then
+            execute pg_catalog.format(case s.kind when 'view' then 'alter view privacy.%I owner to %I'
+                                                  else 'alter function privacy.%s owner to %I' end,
+                                      s.name, v_toolkit_owner);
+        end if;
         -- Mark what was generated, so drift is detectable.
         v_stmt := case s.kind
             when 'view' then pg_catalog.format('comment on view privacy.%I is %L', s.name,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from conftest import PROTECT_SQL, SHOP_SQL, Db, hold, refused, restrict
 from pyctl import install
@@ -88,6 +89,24 @@ def test_yoyo_apply_and_pyctl_install_build_identical_catalogs(empty_db: Db, clu
         a, b = fingerprint(empty_db.dsn("postgres")), fingerprint(yoyo_db.dsn("postgres"))
         assert [x[:2] for x in a] == [x[:2] for x in b]
         assert a == b
+        # ... the same settings recorded (but what names this database and its tables' OIDs) ...
+        settings = ("select name, case when name in ('database_identity', 'enforcement_fingerprint') then '' else value end "
+                    "from privacy.settings order by 1")
+        assert empty_db.su.execute(settings).fetchall() == yoyo_db.su.execute(settings).fetchall()
+        recorded = {r[0] for r in yoyo_db.su.execute("select name from privacy.settings")}
+        assert recorded >= {"database_identity", "steward_role", "enforcement_fingerprint"}
+        # ... and what status and doctor say (neither thinks the yoyo database is a copy).
+        from pyctl.cli import main
+
+        def said(db: Db, *args: str) -> tuple[int, str]:
+            result = CliRunner().invoke(main, ["--dsn", db.dsn("postgres"), *args], catch_exceptions=False)
+            return result.exit_code, result.output.replace(db.name, "DB")
+
+        for args in (("status",), ("--json", "doctor")):
+            assert said(empty_db, *args) == said(yoyo_db, *args), args
+        status = said(yoyo_db, "status")
+        assert status[0] == 0 and "installed" in status[1] and "COPY" not in status[1], status
+        assert "unsynced copy" not in said(yoyo_db, "doctor")[1]
         # An upgrade (sql/ reloaded over an installed database) changes nothing either.
         install.install(empty_db.dsn("postgres"))
         assert fingerprint(empty_db.dsn("postgres")) == a
@@ -180,3 +199,43 @@ def refused_sql(db: Db, statement: str) -> psycopg.Error:
     with pytest.raises(psycopg.Error) as info:
         db.su.execute(statement)
     return info.value
+
+
+def _drop_statement(kind: str, name: str, relation: str) -> str:
+    return {
+        "view": f"drop view privacy.{name} cascade",
+        "function": f"drop function privacy.{name} cascade",
+        "trigger": f'drop trigger "{name}" on {relation}',
+        "policy": f'drop policy "{name}" on {relation}',
+        "rls": f"alter table {relation} disable row level security",
+    }[kind]
+
+
+def test_each_generated_object_dropped_is_named_by_status_and_restored(db: Db) -> None:
+    """What status expects is what the generator makes (enforcement_plan): drop each object
+    the plan lists, in turn; status names it, and what install runs puts it back."""
+    plan = db.su.execute(
+        "select x.kind, x.name, x.relid::regclass::text from privacy.protected_tables p "
+        "cross join lateral privacy.enforcement_plan(p.id) x where x.kind in ('view', 'function', 'trigger', 'policy', 'rls') "
+        "order by p.id, x.step").fetchall()
+    kinds = {k for k, _, _ in plan}
+    assert kinds == {"view", "function", "trigger", "policy", "rls"} and len(plan) > 40, (kinds, len(plan))
+    with psycopg.connect(db.dsn("postgres")) as conn:
+        for kind, name, relation in plan:
+            with conn.transaction(force_rollback=True):
+                conn.execute(_drop_statement(kind, name, relation))
+                details = " | ".join(f"{r[0]}: {r[1]} {r[2]}" for r in conn.execute(
+                    "select relation, state, detail from privacy.enforcement_status() where state <> 'installed'"))
+                expected = "row level security" if kind == "rls" else f"{kind} {name}"
+                assert expected in details, (kind, name, relation, details)
+                conn.execute("select privacy.refresh_enforcement()")  # what pyctl install runs
+                after = conn.execute("select relation, state, detail from privacy.enforcement_status() where state <> 'installed'").fetchall()
+                assert after == [], (kind, name, after)
+    # The defect reported: the referencing table's triggers of --referenced-by, dropped for good,
+    # are named by status and restored by pyctl install itself.
+    db.su.execute("drop trigger privacy_after_delete on public.customers")
+    db.su.execute("drop trigger privacy_after_insert on public.customers")
+    detail = db.scalar("select detail from privacy.enforcement_status() where relation = 'public.customers'")
+    assert "trigger privacy_after_delete" in detail and "trigger privacy_after_insert" in detail, detail
+    install.install(db.dsn("shop_owner"))
+    assert {r[0] for r in db.su.execute("select state from privacy.enforcement_status()").fetchall()} == {"installed"}
