@@ -354,16 +354,22 @@ def protect(table_name: str, subject_type: str | None, column: str | None, via: 
         if no_index:
             click.echo(f"warning: {u['finding']}; fix: {u['fix']}", err=True)
             continue
-        create_index_concurrently(u["fix"])
-        click.echo(f"created the missing index: {u['fix']}", err=True)
+        if create_index_concurrently(u["fix"]):
+            click.echo(f"created the missing index: {u['fix']}", err=True)
 
 
-def create_index_concurrently(statement: str) -> None:
-    """Runs doctor's CREATE INDEX CONCURRENTLY (identifiers quoted by it) outside any transaction."""
+def create_index_concurrently(statement: str) -> bool:
+    """Runs doctor's CREATE INDEX CONCURRENTLY (identifiers quoted by it) outside any transaction;
+    on a partitioned table (which PostgreSQL cannot index concurrently) says how instead."""
     assert statement.startswith("CREATE INDEX CONCURRENTLY ON ")
     conn = connect(settings().dsn)
     try:
         conn.execute(statement.encode())
+        return True
+    except psycopg.errors.FeatureNotSupported as exc:
+        click.echo(f"warning: the path column has no index and {describe(exc)}: create it with CREATE INDEX ON ONLY "
+                   "the table, CREATE INDEX CONCURRENTLY on each partition and ALTER INDEX ... ATTACH PARTITION", err=True)
+        return False
     except psycopg.Error as exc:
         raise PyctlError(f"protected, but the index could not be created ({describe(exc)}): run {statement}") from None
     finally:
