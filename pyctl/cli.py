@@ -440,7 +440,7 @@ def hold_place(key: str | None, keys_file: TextIO | None, case_ref: str, reason:
     """
     keys = key_list(key, keys_file)
     rows = run("select subject_key as key, hold_id as id from privacy.place_holds(%s, %s, %s, %s)",
-               (default_subject(subject_type), keys, case_ref, reason))
+               (default_subject(subject_type), keys, case_ref, reason), progress="placing the hold")
     print_placed(rows, many=keys_file is not None)
 
 

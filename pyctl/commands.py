@@ -4,6 +4,9 @@ printing rows, and the default subject type. The CLI and pyctl.export both use i
 from __future__ import annotations
 
 import functools
+import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
@@ -53,22 +56,51 @@ def settings() -> Settings:
     return obj
 
 
-def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool = True) -> list[dict[str, Any]]:
-    """Run one statement in its own transaction and return its rows."""
+def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool = True,
+        progress: str | None = None) -> list[dict[str, Any]]:
+    """Run one statement in its own transaction and return its rows. With PROGRESS, on a
+    terminal: the time it has taken so far, and the server's progress notices."""
     conn = connect(settings().dsn)
+    ticker = _Ticker(progress) if progress and sys.stderr.isatty() else None
     try:
         if write:
             require_primary(conn)
         require_installed(conn)
         if write:
             heal(conn)
+        if ticker:
+            conn.add_notice_handler(lambda diag: ticker.say(diag.message_primary or ""))
+            ticker.start()
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query, params)
             return list(cur.fetchall()) if cur.description else []
     except psycopg.Error as exc:
         raise PyctlError(describe(exc)) from None
     finally:
+        if ticker:
+            ticker.stop()
         conn.close()
+
+
+class _Ticker(threading.Thread):
+    """'placing the hold ... 12 s' on stderr, rewritten every half second, until stopped."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(daemon=True)
+        self.label, self.started, self.done = label, time.monotonic(), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            click.echo(f"\r{self.label} ... {time.monotonic() - self.started:.0f} s", err=True, nl=False)
+
+    def say(self, message: str) -> None:
+        click.echo(f"\r{message.removeprefix('privacy: ')}\033[K", err=True)
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.ident is not None:  # (started)
+            self.join()
+            click.echo("\r\033[K", err=True, nl=False)
 
 
 def show(rows: list[dict[str, Any]], columns: list[str], empty: str = "(none)") -> None:

@@ -96,6 +96,9 @@ begin
             select p_hold_id, p.table_schema, p.table_name, h.row_identity, h.row_hash from h
         )
         select digest.row_count, digest.digest, digest.columns into v_count, v_digest, v_columns from digest;
+        if v_count >= 10000 then  -- a large subject: pyctl shows these as the placement goes
+            raise notice 'privacy: % rows of % marked and digested', v_count, privacy.qualified(p.table_schema, p.table_name);
+        end if;
         v_tables := v_tables || pg_catalog.jsonb_build_object('table', privacy.qualified(p.table_schema, p.table_name),
                                                               'rows', v_count, 'sha256', v_digest, 'columns', v_columns);
     end loop;

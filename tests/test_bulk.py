@@ -71,3 +71,30 @@ def test_cli_from_file_places_each_key_or_none(db: Db, tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     assert "holds no key" in cli(db, "hold", "place", "--from-file", str(empty), "--case", "C", "--reason", "r").stderr
+
+
+def test_a_large_placement_shows_progress_on_a_terminal(db: Db) -> None:
+    """On a terminal, pyctl shows the time a placement has taken and the server's progress."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    db.su.execute("insert into activity_log (customer_id, what) select 1, 'visit ' || g from generate_series(1, 12000) g")
+    primary, secondary = pty.openpty()
+    pyctl = Path(sys.executable).with_name("pyctl")
+    proc = subprocess.run([str(pyctl), "--dsn", db.dsn("steward_user"), "hold", "place", "1", "--case", "C-7", "--reason", "r"],
+                          stdout=subprocess.PIPE, stderr=secondary, text=True, check=False, timeout=120)
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert proc.returncode == 0, shown
+    assert "12001 rows of public.activity_log marked and digested" in shown.decode(), shown
