@@ -50,12 +50,7 @@ begin
     -- those after us see our marks (privacy.subject_lock_class, sql/20_enforce.sql).
     perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(), privacy.writer_bucket(p_subject_type, p_key));
     update privacy.subject_guards set generation = generation + 1 where bucket = privacy.guard_bucket(p_subject_type, p_key);
-    select (case when pg_catalog.bool_or(r.kind = 'legal_hold') then 1 else 0 end
-          | case when pg_catalog.bool_or(r.kind = 'restriction') then 2 else 0 end)::smallint
-      into v_mark
-      from privacy.processing_restrictions r
-     where r.subject_type = p_subject_type and r.subject_key = p_key and r.released_at is null;
-    v_mark := coalesce(v_mark, 0);
+    v_mark := privacy.subject_mark(p_subject_type, p_key);  -- with its purpose bits (sql/33_purposes.sql)
     if v_mark = 0 then
         delete from privacy.subject_marks where subject_type = p_subject_type and subject_key = p_key;
     else
@@ -105,6 +100,7 @@ $$;
 
 -- Places a processing restriction (GDPR Art. 18): until released, the subject's
 -- rows are invisible to restricted roles, who can neither change them nor add rows.
+-- (The form with purposes and exceptions, which this one calls: sql/33_purposes.sql.)
 create or replace function privacy.place_restriction(p_subject_type text, p_key text, p_basis text, p_reason text)
     returns uuid
     volatile
@@ -112,23 +108,8 @@ create or replace function privacy.place_restriction(p_subject_type text, p_key 
     set search_path = ''
     language plpgsql
 as $$
-declare
-    v_key text := privacy.canonical_key(p_subject_type, p_key);
-    v_id uuid;
 begin
-    perform privacy.heal();  -- a partition attached or a table renamed since: enforced first
-    if p_basis is null or p_basis not in ('accuracy', 'unlawful', 'legal-claims', 'objection') then
-        perform privacy.fail(pg_catalog.format('basis %L is not one of accuracy, unlawful, legal-claims, objection (GDPR Art. 18(1)(a)-(d))', p_basis));
-    end if;
-    perform privacy.require_text(p_reason, 'a restriction needs a reason');
-    insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
-    values ('restriction', p_subject_type, v_key, p_basis, p_reason, session_user,
-            privacy.acting_role())
-    returning id into v_id;
-    perform privacy.refresh_subject(p_subject_type, v_key);
-    perform privacy.ledger_append('restriction_placed', p_subject_type, v_key, v_id,
-        pg_catalog.jsonb_build_object('basis', p_basis, 'reason', p_reason));
-    return v_id;
+    return privacy.place_restriction(p_subject_type, p_key, p_basis, p_reason, null::text[], null::text[]);
 end;
 $$;
 
@@ -468,7 +449,7 @@ create or replace function privacy.is_restricted(p_subject_type text, p_key text
     language sql
 as $$
     select exists (select 1 from privacy.subject_marks s
-                    where s.subject_type = p_subject_type and s.subject_key = p_key and s.mark & 2 <> 0)
+                    where s.subject_type = p_subject_type and s.subject_key = p_key and s.mark >= 2)
 $$;
 
 create or replace function privacy.is_restricted(p_subject_type text, p_key bigint)

@@ -1,0 +1,321 @@
+-- sql/33_purposes.sql: purpose-scoped restrictions and their exceptions (issue 19).
+--
+-- A purpose is a kind of processing (marketing, billing, legal-claims). Application
+-- roles serve it by being members of its NOLOGIN group role (privacy_purpose_<name>);
+-- a role that serves no purpose is "general". Each purpose owns one bit of the rows'
+-- privacy_mark (privacy.purposes.bit), so that reading stays a comparison on the row's
+-- own mark, with no lookup and no function call per row:
+--
+--   bit 0 (1)        a legal hold
+--   bit 1 (2)        a restriction that applies to every application role (no --purpose)
+--   bits 2-14        restricted for the purpose with that bit: set by a restriction scoped
+--                    to it, and by every unscoped restriction that does not except it
+--
+-- Row-level security: the policy for every role (privacy_hide_restricted, sql/20_enforce.sql)
+-- lets a marked row through when bit 1 is clear (only purpose-scoped restrictions) or when
+-- the role serves some purpose; each purpose has a restrictive policy of its own, TO its
+-- role, that hides the rows whose mark has that purpose's bit. PostgreSQL picks the
+-- policies that apply to a role when it plans the query, so a general role's plan is the
+-- one it had before purposes existed, and a purpose role pays one more integer comparison.
+--
+-- Writes: a role may change or add a subject's rows only when no restriction applies to
+-- it: mark_binds() says one does when bit 1 is set (an unscoped restriction binds every
+-- role, also the roles of the purposes it excepts: an exception is read-only) or when a
+-- bit of one of the role's purposes is. The generated triggers ask it of marked rows only.
+--
+-- The mark is a smallint and keeps its sign bit clear (privacy_mark < 2 stays "no
+-- restriction"): hence at most 13 purposes.
+
+-- The bits of the purposes ROLE serves (has the privileges of: the way PostgreSQL decides
+-- which policies apply to a role), or 0.
+create or replace function privacy.role_mask(p_role name)
+    returns smallint
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select coalesce(pg_catalog.bit_or(1 operator(pg_catalog.<<) p.bit), 0)::smallint
+      from privacy.purposes p join pg_catalog.pg_roles r on r.rolname = p.role_name
+     where pg_catalog.pg_has_role(p_role, r.oid, 'USAGE')
+$$;
+
+-- Whether a restriction in MARK applies to ROLE, so that it may not change or add such
+-- rows: an unscoped restriction (bit 1) applies to every role, the roles of excepted
+-- purposes included; a scoped one to the roles of its purposes. (Privilege, i.e. the
+-- steward and the owner, is the caller's to test.)
+create or replace function privacy.mark_binds(p_role name, p_mark smallint)
+    returns boolean
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select (p_mark operator(pg_catalog.&) 2::smallint) operator(pg_catalog.<>) 0::smallint
+        or (p_mark operator(pg_catalog.&) privacy.role_mask(p_role)) operator(pg_catalog.<>) 0::smallint
+$$;
+
+-- The mark of a subject's rows from its active holds and restrictions (see above).
+create or replace function privacy.subject_mark(p_subject_type text, p_key text)
+    returns smallint
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select coalesce(pg_catalog.bit_or(case
+               when r.kind = 'legal_hold' then 1
+               when not exists (select 1 from privacy.restriction_purposes s where s.restriction_id = r.id and s.kind = 'scope')
+               then 2 | coalesce((select pg_catalog.bit_or(1 << p.bit) from privacy.purposes p
+                                   where not exists (select 1 from privacy.restriction_purposes e
+                                                      where e.restriction_id = r.id and e.kind = 'exception'
+                                                        and e.purpose = p.name and e.withdrawn_at is null)), 0)
+               else (select pg_catalog.bit_or(1 << p.bit) from privacy.restriction_purposes s
+                       join privacy.purposes p on p.name = s.purpose
+                      where s.restriction_id = r.id and s.kind = 'scope')
+           end), 0)::smallint
+      from privacy.processing_restrictions r
+     where r.subject_type = p_subject_type and r.subject_key = p_key and r.released_at is null
+$$;
+
+-- What privacy_hide_restricted adds to its test once purposes exist: a row restricted for
+-- purposes only (bit 1 clear) is no business of a general role, and a role that serves a
+-- purpose is judged by that purpose's own policy. Empty without purposes.
+create or replace function privacy.purpose_policy_arms()
+    returns text
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select coalesce(' or (privacy_mark & 2) = 0' || pg_catalog.string_agg(
+               pg_catalog.format(' or pg_catalog.pg_has_role(%L, ''USAGE'')', p.role_name), '' order by p.bit), '')
+      from privacy.purposes p
+$$;
+
+-- One restrictive policy per purpose, TO its role: the rows restricted for it are hidden
+-- (BASE is the test of privacy_hide_restricted without purposes: stewards and the
+-- toolkit's owner still see them). '{target}' stands for the table.
+create or replace function privacy.purpose_policies(p_base text)
+    returns table (name text, ddl text)
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select p.role_name::text,
+           pg_catalog.format('create policy %I on {target} as restrictive for all to %I using (%s) with check (%s)',
+               p.role_name, p.role_name, x.test, x.test)
+      from privacy.purposes p
+     cross join lateral (select pg_catalog.replace(p_base, 'privacy_mark < 2',
+                                    pg_catalog.format('privacy_mark < 2 or (privacy_mark & %s) = 0', 1 << p.bit)) as test) x
+     order by p.bit
+$$;
+
+-- Registers a purpose and creates its NOLOGIN group role (privacy_purpose_<name>; an
+-- existing role of that name is adopted if it is NOLOGIN and bypasses nothing, as where
+-- several databases of one cluster share purposes). Regenerates every protected table's
+-- policies and re-marks the subjects under unscoped restrictions, which now bind the new
+-- purpose too. Returns the role's name. (The toolkit's owner only: it creates a role and
+-- changes what every restriction means; stewards then scope restrictions to it.)
+create or replace function privacy.add_purpose(p_name text, p_description text)
+    returns name
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_role name;
+    v_bit smallint;
+    r pg_catalog.pg_roles;
+    s record;
+begin
+    if p_name is null or p_name !~ '^[a-z][a-z0-9]*(-[a-z0-9]+)*$' or pg_catalog.length(p_name) > 40 then
+        perform privacy.fail(pg_catalog.format('purpose name %L must be lower-case letters and digits, words joined by "-", '
+                                               'at most 40 characters (e.g. marketing, legal-claims)', p_name));
+    end if;
+    if exists (select 1 from privacy.purposes p where p.name = p_name) then
+        perform privacy.fail(pg_catalog.format('purpose %s already exists', p_name));
+    end if;
+    select g into v_bit from pg_catalog.generate_series(2, 14) g
+     where not exists (select 1 from privacy.purposes p where p.bit = g) order by g limit 1;
+    if v_bit is null then
+        perform privacy.fail('at most 13 purposes: each owns one bit of the rows'' smallint privacy_mark, '
+                             'beside the legal hold, the unscoped restriction and the sign');
+    end if;
+    v_role := ('privacy_purpose_' || pg_catalog.replace(p_name, '-', '_'))::name;
+    select * into r from pg_catalog.pg_roles x where x.rolname = v_role;
+    if found then
+        if r.rolcanlogin or r.rolsuper or r.rolbypassrls or r.rolreplication then
+            perform privacy.fail(pg_catalog.format('role %s exists and is not a plain NOLOGIN group role: drop or rename it first', v_role));
+        end if;
+    else
+        execute pg_catalog.format('create role %I nologin', v_role);
+    end if;
+    execute pg_catalog.format('comment on role %I is %L', v_role,
+        pg_catalog.format('privacy purpose %s: application roles that are members serve it (pyctl purpose list)', p_name));
+    insert into privacy.purposes (name, role_name, bit, description)
+    values (p_name, v_role, v_bit, coalesce(p_description, ''));
+    perform privacy.ledger_append('purpose_added', null, null, null,
+        pg_catalog.jsonb_build_object('purpose', p_name, 'role', v_role, 'bit', v_bit));
+    perform privacy.refresh_enforcement();
+    for s in select distinct r2.subject_type, r2.subject_key from privacy.processing_restrictions r2
+              where r2.kind = 'restriction' and r2.released_at is null
+                and not exists (select 1 from privacy.restriction_purposes x where x.restriction_id = r2.id and x.kind = 'scope') loop
+        perform privacy.refresh_subject(s.subject_type, s.subject_key);
+    end loop;
+    return v_role;
+end;
+$$;
+
+-- Makes ROLE serve PURPOSE (a member of its role, with its privileges: PostgreSQL then
+-- applies the purpose's policies to it). (The toolkit's owner only, like create_app_role.)
+create or replace function privacy.grant_purpose(p_role name, p_purpose text)
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_group name := (select p.role_name from privacy.purposes p where p.name = p_purpose);
+begin
+    if v_group is null then
+        perform privacy.fail(pg_catalog.format('unknown purpose %s (pyctl purpose list)', p_purpose));
+    end if;
+    if not exists (select 1 from pg_catalog.pg_roles r where r.rolname = p_role) then
+        perform privacy.fail(pg_catalog.format('role %s does not exist', p_role));
+    end if;
+    execute pg_catalog.format('grant %I to %I', v_group, p_role);
+    perform privacy.ledger_append('purpose_granted', null, null, null,
+        pg_catalog.jsonb_build_object('purpose', p_purpose, 'role', p_role));
+end;
+$$;
+
+-- The purposes P_NAMES as a checked, de-duplicated, sorted list (PV002 for an unknown one).
+create or replace function privacy.checked_purposes(p_names text[])
+    returns text[]
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_name text;
+begin
+    foreach v_name in array coalesce(p_names, '{}') loop
+        if v_name is null or not exists (select 1 from privacy.purposes p where p.name = v_name) then
+            perform privacy.fail(pg_catalog.format('unknown purpose %L (pyctl purpose list)', v_name));
+        end if;
+    end loop;
+    return (select coalesce(pg_catalog.array_agg(distinct n order by n), '{}') from pg_catalog.unnest(p_names) n);
+end;
+$$;
+
+-- Places a processing restriction (GDPR Art. 18, or an Art. 21 objection): with
+-- P_PURPOSES, only the roles serving those purposes lose sight of the subject's rows
+-- (an objection to marketing: billing goes on); without, every application role does,
+-- except that the roles of P_EXCEPTIONS keep reading them (Art. 18(2): legal claims, the
+-- subject's consent, another's rights, public interest), never writing. Returns its id.
+create or replace function privacy.place_restriction(p_subject_type text, p_key text, p_basis text, p_reason text,
+                                                     p_purposes text[], p_exceptions text[])
+    returns uuid
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_key text := privacy.canonical_key(p_subject_type, p_key);
+    v_purposes text[] := privacy.checked_purposes(p_purposes);
+    v_exceptions text[] := privacy.checked_purposes(p_exceptions);
+    v_id uuid;
+    v_payload jsonb;
+begin
+    perform privacy.heal();  -- a partition attached or a table renamed since: enforced first
+    if p_basis is null or p_basis not in ('accuracy', 'unlawful', 'legal-claims', 'objection') then
+        perform privacy.fail(pg_catalog.format('basis %L is not one of accuracy, unlawful, legal-claims, objection (GDPR Art. 18(1)(a)-(d))', p_basis));
+    end if;
+    perform privacy.require_text(p_reason, 'a restriction needs a reason');
+    if pg_catalog.cardinality(v_purposes) > 0 and pg_catalog.cardinality(v_exceptions) > 0 then
+        perform privacy.fail('a restriction scoped to purposes already leaves every other purpose alone: '
+                             'exceptions are for restrictions without purposes');
+    end if;
+    insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
+    values ('restriction', p_subject_type, v_key, p_basis, p_reason, session_user, privacy.acting_role())
+    returning id into v_id;
+    insert into privacy.restriction_purposes (restriction_id, purpose, kind, granted_by, granted_role, reason)
+    select v_id, n, 'scope', session_user, privacy.acting_role(), null from pg_catalog.unnest(v_purposes) n
+    union all
+    select v_id, n, 'exception', session_user, privacy.acting_role(), 'granted with the restriction'
+      from pg_catalog.unnest(v_exceptions) n;
+    perform privacy.refresh_subject(p_subject_type, v_key);
+    v_payload := pg_catalog.jsonb_build_object('basis', p_basis, 'reason', p_reason);
+    if pg_catalog.cardinality(v_purposes) > 0 then
+        v_payload := v_payload || pg_catalog.jsonb_build_object('purposes', pg_catalog.to_jsonb(v_purposes));
+    end if;
+    if pg_catalog.cardinality(v_exceptions) > 0 then
+        v_payload := v_payload || pg_catalog.jsonb_build_object('except', pg_catalog.to_jsonb(v_exceptions));
+    end if;
+    perform privacy.ledger_append('restriction_placed', p_subject_type, v_key, v_id, v_payload);
+    return v_id;
+end;
+$$;
+
+-- Lets the roles of PURPOSE keep reading, not writing, the rows of restriction P_ID's
+-- subject (Art. 18(2)), for REASON. Only for an unscoped restriction.
+create or replace function privacy.add_exception(p_id uuid, p_purpose text, p_reason text)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
+    v_purpose text := (privacy.checked_purposes(array[p_purpose]))[1];
+begin
+    perform privacy.heal();
+    perform privacy.require_text(p_reason, 'an exception needs a reason (its ground under GDPR Art. 18(2))');
+    if exists (select 1 from privacy.restriction_purposes s where s.restriction_id = p_id and s.kind = 'scope') then
+        perform privacy.fail(pg_catalog.format('restriction %s is scoped to purposes: it already leaves %s alone unless scoped to it',
+                                               p_id, v_purpose));
+    end if;
+    if exists (select 1 from privacy.restriction_purposes s where s.restriction_id = p_id and s.kind = 'exception'
+                  and s.purpose = v_purpose and s.withdrawn_at is null) then
+        perform privacy.fail(pg_catalog.format('restriction %s already excepts %s', p_id, v_purpose));
+    end if;
+    insert into privacy.restriction_purposes (restriction_id, purpose, kind, granted_by, granted_role, reason)
+    values (p_id, v_purpose, 'exception', session_user, privacy.acting_role(), p_reason);
+    perform privacy.refresh_subject(r.subject_type, r.subject_key);
+    perform privacy.ledger_append('exception_granted', r.subject_type, r.subject_key, p_id,
+        pg_catalog.jsonb_build_object('purpose', v_purpose, 'reason', p_reason));
+end;
+$$;
+
+-- Withdraws the exception of PURPOSE from restriction P_ID, for REASON: its roles lose
+-- sight of the subject's rows again.
+create or replace function privacy.withdraw_exception(p_id uuid, p_purpose text, p_reason text)
+    returns void
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions := privacy.active_entry(p_id, 'restriction');
+begin
+    perform privacy.heal();
+    perform privacy.require_text(p_reason, 'withdrawing an exception needs a reason');
+    update privacy.restriction_purposes
+       set withdrawn_at = pg_catalog.now(), withdrawn_by = session_user, withdrawn_role = privacy.acting_role(),
+           withdraw_reason = p_reason
+     where restriction_id = p_id and kind = 'exception' and purpose = p_purpose and withdrawn_at is null;
+    if not found then
+        perform privacy.fail(pg_catalog.format('restriction %s has no exception for purpose %L', p_id, p_purpose));
+    end if;
+    perform privacy.refresh_subject(r.subject_type, r.subject_key);
+    perform privacy.ledger_append('exception_withdrawn', r.subject_type, r.subject_key, p_id,
+        pg_catalog.jsonb_build_object('purpose', p_purpose, 'reason', p_reason));
+end;
+$$;
+
+-- Stewards read the purposes and the scopes and exceptions of restrictions.
+do $$
+begin
+    execute pg_catalog.format('grant select on privacy.purposes, privacy.restriction_purposes to %I', privacy.steward_role());
+end;
+$$;
