@@ -84,7 +84,7 @@ create or replace function privacy.purpose_policy_arms()
     set search_path = ''
     language sql
 as $$
-    select coalesce(' or (privacy_mark & 2) = 0' || pg_catalog.string_agg(
+    select coalesce(' or (privacy_mark & 2::smallint) = 0' || pg_catalog.string_agg(
                pg_catalog.format(' or pg_catalog.pg_has_role(%L, ''USAGE'')', p.role_name), '' order by p.bit), '')
       from privacy.purposes p
 $$;
@@ -103,7 +103,7 @@ as $$
                p.role_name, p.role_name, x.test, x.test)
       from privacy.purposes p
      cross join lateral (select pg_catalog.replace(p_base, 'privacy_mark < 2',
-                                    pg_catalog.format('privacy_mark < 2 or (privacy_mark & %s) = 0', 1 << p.bit)) as test) x
+                                    pg_catalog.format('privacy_mark < 2 or (privacy_mark & %s::smallint) = 0', 1 << p.bit)) as test) x
      order by p.bit
 $$;
 
