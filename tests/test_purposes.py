@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from click.testing import CliRunner
+from test_matrix import IDS, PATHS, Path, count, snapshot
 
 from conftest import Db, refused
 from pyctl.cli import main
-from test_matrix import PATHS, IDS, Path, count, snapshot
 
 APPS = {"mkt_app": "marketing", "billing_app": "billing", "legal_app": "legal-claims", "plain_app": None}
 GRANTS = """

@@ -33,7 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import bench  # tests/perf/bench.py, next to this file
-from bench import APP, BASE, GRANTS, PROTECT_SHOP, STEWARD, WORKLOADS, Bench, Result, Scale, log
+from bench import APP, BASE, GRANTS, STEWARD, WORKLOADS, Bench, Result, Scale, log
 
 from pyctl.cluster import start_cluster
 
