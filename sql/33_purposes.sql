@@ -319,3 +319,76 @@ begin
     execute pg_catalog.format('grant select on privacy.purposes, privacy.restriction_purposes to %I', privacy.steward_role());
 end;
 $$;
+
+-- Sync (sql/65_fleet.sql): the purposes and exceptions a replayed restriction_placed entry
+-- records. A purpose unknown here is an error: the restriction would mean something else.
+create or replace function privacy.sync_restriction_purposes(e privacy.ledger)
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_purposes text[] := array(select pg_catalog.jsonb_array_elements_text(coalesce(e.payload->'purposes', '[]')));
+    v_exceptions text[] := array(select pg_catalog.jsonb_array_elements_text(coalesce(e.payload->'except', '[]')));
+begin
+    perform privacy.checked_purposes(v_purposes || v_exceptions);
+    insert into privacy.restriction_purposes (restriction_id, purpose, kind, granted_at, granted_by, granted_role, reason)
+    select e.restriction_id, n, 'scope', e.recorded_at, e.session_role, e.acting_role, null from pg_catalog.unnest(v_purposes) n
+    union all
+    select e.restriction_id, n, 'exception', e.recorded_at, e.session_role, e.acting_role, 'granted with the restriction'
+      from pg_catalog.unnest(v_exceptions) n;
+end;
+$$;
+
+-- Sync: replays a purpose_added, exception_granted or exception_withdrawn entry of a
+-- source's verified ledger (VOUCH says which). A purpose is added here as the source added
+-- it (its bit is this database's own); an exception only to a restriction replayed here.
+create or replace function privacy.sync_replay_purpose_entry(e privacy.ledger, p_vouch jsonb)
+    returns table (outcome text, detail jsonb)
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_purpose text := e.payload->>'purpose';
+begin
+    if e.event = 'purpose_added' then
+        if exists (select 1 from privacy.purposes p where p.name = v_purpose) then
+            return query select 'already'::text, pg_catalog.jsonb_build_object('purpose', v_purpose);
+            return;
+        end if;
+        perform privacy.add_purpose(v_purpose, '');
+        perform privacy.ledger_append('synced_purpose', null, null, null, p_vouch);
+        return query select 'applied'::text, pg_catalog.jsonb_build_object('purpose', v_purpose);
+        return;
+    end if;
+    if not exists (select 1 from privacy.processing_restrictions r where r.id = e.restriction_id and r.released_at is null) then
+        return query select 'refused'::text, pg_catalog.jsonb_build_object('id', e.restriction_id,
+            'why', 'its restriction was never replayed here, or is released');
+        return;
+    end if;
+    if e.event = 'exception_granted' then
+        if exists (select 1 from privacy.restriction_purposes s where s.restriction_id = e.restriction_id and s.kind = 'exception'
+                      and s.purpose = v_purpose and s.withdrawn_at is null) then
+            return query select 'already'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'purpose', v_purpose);
+            return;
+        end if;
+        perform privacy.checked_purposes(array[v_purpose]);
+        insert into privacy.restriction_purposes (restriction_id, purpose, kind, granted_at, granted_by, granted_role, reason)
+        values (e.restriction_id, v_purpose, 'exception', e.recorded_at, e.session_role, e.acting_role, e.payload->>'reason');
+    else
+        update privacy.restriction_purposes
+           set withdrawn_at = e.recorded_at, withdrawn_by = e.session_role, withdrawn_role = e.acting_role,
+               withdraw_reason = e.payload->>'reason'
+         where restriction_id = e.restriction_id and kind = 'exception' and purpose = v_purpose and withdrawn_at is null;
+        if not found then
+            return query select 'already'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'purpose', v_purpose);
+            return;
+        end if;
+    end if;
+    perform privacy.refresh_subject(e.subject_type, e.subject_key);
+    perform privacy.ledger_append('synced_exception', e.subject_type, e.subject_key, e.restriction_id, p_vouch);
+    return query select 'applied'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'purpose', v_purpose);
+end;
+$$;

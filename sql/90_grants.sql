@@ -92,7 +92,9 @@ as $$
         ('privacy.role_mask(name)', 'owner'), ('privacy.mark_binds(name,smallint)', 'owner'),
         ('privacy.subject_mark(text,text)', 'owner'), ('privacy.purpose_policy_arms()', 'owner'),
         ('privacy.purpose_policies(text)', 'owner'), ('privacy.add_purpose(text,text)', 'owner'),
-        ('privacy.grant_purpose(name,text)', 'owner'), ('privacy.checked_purposes(text[])', 'owner')
+        ('privacy.grant_purpose(name,text)', 'owner'), ('privacy.checked_purposes(text[])', 'owner'),
+        ('privacy.sync_restriction_purposes(privacy.ledger)', 'owner'),
+        ('privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

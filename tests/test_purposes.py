@@ -302,3 +302,50 @@ def test_cli_purposes_roles_and_scoped_restrictions(db: Db) -> None:
     assert db.scalar("select count(*) from orders where customer_id = 1", user=name) == 2
     result = CliRunner().invoke(main, [*steward, "purpose", "add", "sales"])
     assert result.exit_code == 1 and "permission denied" in result.output
+
+
+# -- copies ---------------------------------------------------------------------------------------
+
+
+def test_a_restored_backup_replays_purposes_scopes_and_exceptions(db: Db, tmp_path: object) -> None:
+    """A dump taken before the purposes existed, restored beside the primary (same cluster, so the
+    roles exist), brought up to date from a ledger file."""
+    import subprocess
+    from pathlib import Path
+
+    cluster = db.cluster
+    dump = subprocess.run([cluster.bin("pg_dump"), "-Fc", "-d", db.dsn("postgres")], capture_output=True, check=True).stdout
+    for name, description in (("marketing", ""), ("legal-claims", "")):
+        db.owner.execute("select privacy.add_purpose(%s, %s)", (name, description))
+    for role, purpose in (("mkt_app", "marketing"), ("legal_app", "legal-claims")):
+        ensure_role(db, role)
+        db.owner.execute(GRANTS.format(r=role))
+        db.owner.execute("select privacy.grant_purpose(%s, %s)", (role, purpose))
+    place(db, 2, purposes=["marketing"])
+    rid = place(db, 3, basis="accuracy")
+    db.steward.execute("select privacy.add_exception(%s, 'legal-claims', 'claim 2026-CV-204')", (rid,))
+    ledger_file = Path(str(tmp_path)) / "ledger.json"
+    result = CliRunner().invoke(main, ["--dsn", db.dsn("steward_user"), "ledger", "export", str(ledger_file)])
+    assert result.exit_code == 0, result.output
+    copy = f"{db.name}_restored"
+    db.su.execute(f"create database {copy} owner shop_owner")
+    try:
+        proc = subprocess.run([cluster.bin("pg_restore"), "-d", cluster.dsn(copy)], input=dump, capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()
+        result = CliRunner().invoke(main, ["--dsn", cluster.dsn(copy, user="shop_owner"), "ledger", "import", str(ledger_file)])
+        assert result.exit_code == 0, result.output
+        for role in ("mkt_app", "legal_app"):
+            with psycopg.connect(cluster.dsn(copy, user="postgres"), autocommit=True) as su:
+                su.execute(GRANTS.format(r=role))
+        def visible(role: str, key: int) -> int:
+            with psycopg.connect(cluster.dsn(copy, user=role), autocommit=True) as c:
+                return int(c.execute("select count(*) from orders where customer_id = %s", (key,)).fetchone()[0])  # type: ignore[index]
+        assert (visible("mkt_app", 2), visible("legal_app", 2), visible("app", 2)) == (0, 2, 2)   # scoped to marketing
+        assert (visible("mkt_app", 3), visible("legal_app", 3), visible("app", 3)) == (0, 2, 0)   # legal-claims excepted
+        with psycopg.connect(cluster.dsn(copy, user="legal_app"), autocommit=True) as c:
+            refused(c, "update orders set total = 1 where customer_id = 3")
+        with psycopg.connect(cluster.dsn(copy), autocommit=True) as su:
+            assert su.execute("select * from privacy.verify_ledger()").fetchall() == []
+            assert su.execute("select count(*) from privacy.restriction_purposes").fetchone() == (2,)
+    finally:
+        db.su.execute(f"drop database {copy} with (force)")

@@ -160,6 +160,8 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.add_purpose(text,text)": (OWNER, False),
     "privacy.grant_purpose(name,text)": (OWNER, False),
     "privacy.checked_purposes(text[])": (OWNER, False),
+    "privacy.sync_restriction_purposes(privacy.ledger)": (OWNER, False),
+    "privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)": (OWNER, False),
 }
 # The functions generated for each protected table <n>: the trigger functions run as the
 # toolkit's owner, and only it and the table's owner may attach them to a trigger.
