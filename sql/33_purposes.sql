@@ -164,7 +164,8 @@ end;
 $$;
 
 -- Makes ROLE serve PURPOSE (a member of its role, with its privileges: PostgreSQL then
--- applies the purpose's policies to it). (The toolkit's owner only, like create_app_role.)
+-- applies the purpose's policies to it; a NOINHERIT role would not get them, and is
+-- refused). (The toolkit's owner only, like create_app_role.)
 create or replace function privacy.grant_purpose(p_role name, p_purpose text)
     returns void
     volatile
@@ -179,6 +180,10 @@ begin
     end if;
     if not exists (select 1 from pg_catalog.pg_roles r where r.rolname = p_role) then
         perform privacy.fail(pg_catalog.format('role %s does not exist', p_role));
+    end if;
+    if not (select r.rolinherit from pg_catalog.pg_roles r where r.rolname = p_role) then
+        perform privacy.fail(pg_catalog.format('role %s is NOINHERIT: PostgreSQL would not apply the policies of purpose %s to it '
+                                               '(ALTER ROLE %I INHERIT first)', p_role, p_purpose, p_role));
     end if;
     execute pg_catalog.format('grant %I to %I', v_group, p_role);
     perform privacy.ledger_append('purpose_granted', null, null, null,
@@ -391,4 +396,37 @@ begin
     perform privacy.ledger_append('synced_exception', e.subject_type, e.subject_key, e.restriction_id, p_vouch);
     return query select 'applied'::text, pg_catalog.jsonb_build_object('id', e.restriction_id, 'purpose', v_purpose);
 end;
+$$;
+
+-- Doctor's findings about purposes (sql/85_doctor.sql), where any are registered: an
+-- application login role (may read a protected table, sees restricted rows by no other
+-- right) that serves no purpose, as a warning: restrictions scoped to a purpose do not
+-- bind it; and a member of a purpose role that does not get its privileges (NOINHERIT), as
+-- an error: PostgreSQL does not apply the purpose's policy to it.
+create or replace function privacy.purpose_findings(p_protected oid[])
+    returns table (severity text, category text, object text, finding text, fix text, fix_sql text)
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select 'warning', 'role without purpose', x.rolname::text,
+           pg_catalog.format('application role %s serves no purpose: restrictions scoped to a purpose (%s) do not bind it',
+                             x.rolname, (select pg_catalog.string_agg(p.name, ', ' order by p.bit) from privacy.purposes p)),
+           pg_catalog.format('if it processes for one of them: pyctl purpose grant %s PURPOSE', x.rolname), null::text
+      from pg_catalog.pg_roles x
+     where exists (select 1 from privacy.purposes)
+       and x.rolcanlogin and not x.rolsuper and not x.rolbypassrls
+       and not pg_catalog.pg_has_role(x.oid, privacy.steward_role(), 'MEMBER')
+       and exists (select 1 from pg_catalog.pg_class c where c.oid = any (p_protected)
+                      and pg_catalog.has_table_privilege(x.oid, c.oid, 'SELECT')
+                      and not pg_catalog.pg_has_role(x.oid, c.relowner, 'USAGE'))
+       and privacy.role_mask(x.rolname) = 0
+    union all
+    select 'error', 'purpose not inherited', x.rolname::text,
+           pg_catalog.format('role %s is a member of %s but NOINHERIT: PostgreSQL does not apply the policy of purpose %s to it',
+                             x.rolname, p.role_name, p.name),
+           pg_catalog.format('ALTER ROLE %I INHERIT', x.rolname), pg_catalog.format('ALTER ROLE %I INHERIT', x.rolname)
+      from privacy.purposes p join pg_catalog.pg_roles g on g.rolname = p.role_name
+      join pg_catalog.pg_roles x on pg_catalog.pg_has_role(x.oid, g.oid, 'MEMBER') and not pg_catalog.pg_has_role(x.oid, g.oid, 'USAGE')
+     order by 1, 3
 $$;

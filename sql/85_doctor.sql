@@ -309,6 +309,9 @@ begin
         return next;
     end loop;
 
+    -- Purposes in use: application roles that serve none, members that do not inherit (sql/33_purposes.sql).
+    return query select * from privacy.purpose_findings(v_protected);
+
     -- Path columns without an index: placement reads the whole table.
     for r in
         select p.*, privacy.relation_of(p) as rel

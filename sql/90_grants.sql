@@ -94,7 +94,7 @@ as $$
         ('privacy.purpose_policies(text)', 'owner'), ('privacy.add_purpose(text,text)', 'owner'),
         ('privacy.grant_purpose(name,text)', 'owner'), ('privacy.checked_purposes(text[])', 'owner'),
         ('privacy.sync_restriction_purposes(privacy.ledger)', 'owner'),
-        ('privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)', 'owner')
+        ('privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)', 'owner'), ('privacy.purpose_findings(oid[])', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

@@ -162,6 +162,7 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.checked_purposes(text[])": (OWNER, False),
     "privacy.sync_restriction_purposes(privacy.ledger)": (OWNER, False),
     "privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)": (OWNER, False),
+    "privacy.purpose_findings(oid[])": (OWNER, False),
 }
 # The functions generated for each protected table <n>: the trigger functions run as the
 # toolkit's owner, and only it and the table's owner may attach them to a trigger.
