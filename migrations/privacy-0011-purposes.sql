@@ -38,6 +38,7 @@ comment on table privacy.restriction_purposes is 'The purposes a restriction is 
 comment on column privacy.restriction_purposes.reason is 'Why an exception was granted (the legal ground of Art. 18(2)); null for a scope.';
 create unique index restriction_purposes_active
     on privacy.restriction_purposes (restriction_id, purpose, kind) where withdrawn_at is null;
+create index restriction_purposes_restriction on privacy.restriction_purposes (restriction_id);
 
 -- Marks now carry purpose bits: up to 2^15 - 1.
 alter table privacy.subject_marks drop constraint subject_marks_mark_check;

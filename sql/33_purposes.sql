@@ -54,25 +54,36 @@ as $$
 $$;
 
 -- The mark of a subject's rows from its active holds and restrictions (see above).
+-- One small indexed query per active hold or restriction of the subject: placement
+-- pays it once per subject (a single statement with correlated sub-selects was planned,
+-- on the toolkit's unanalyzed tables, expensive enough to be JIT-compiled every time).
 create or replace function privacy.subject_mark(p_subject_type text, p_key text)
     returns smallint
     stable
     set search_path = ''
-    language sql
+    language plpgsql
 as $$
-    select coalesce(pg_catalog.bit_or(case
-               when r.kind = 'legal_hold' then 1
-               when not exists (select 1 from privacy.restriction_purposes s where s.restriction_id = r.id and s.kind = 'scope')
-               then 2 | coalesce((select pg_catalog.bit_or(1 << p.bit) from privacy.purposes p
-                                   where not exists (select 1 from privacy.restriction_purposes e
-                                                      where e.restriction_id = r.id and e.kind = 'exception'
-                                                        and e.purpose = p.name and e.withdrawn_at is null)), 0)
-               else (select pg_catalog.bit_or(1 << p.bit) from privacy.restriction_purposes s
-                       join privacy.purposes p on p.name = s.purpose
-                      where s.restriction_id = r.id and s.kind = 'scope')
-           end), 0)::smallint
-      from privacy.processing_restrictions r
-     where r.subject_type = p_subject_type and r.subject_key = p_key and r.released_at is null
+declare
+    v_mark integer := 0;
+    r record;
+begin
+    for r in select x.id, x.kind from privacy.processing_restrictions x
+              where x.subject_type = p_subject_type and x.subject_key = p_key and x.released_at is null loop
+        if r.kind = 'legal_hold' then
+            v_mark := v_mark | 1;
+        elsif exists (select 1 from privacy.restriction_purposes s where s.restriction_id = r.id and s.kind = 'scope') then
+            v_mark := v_mark | coalesce((select pg_catalog.bit_or(1 << p.bit) from privacy.restriction_purposes s
+                                           join privacy.purposes p on p.name = s.purpose
+                                          where s.restriction_id = r.id and s.kind = 'scope'), 0);
+        else
+            v_mark := v_mark | 2 | coalesce((select pg_catalog.bit_or(1 << p.bit) from privacy.purposes p
+                                               where not exists (select 1 from privacy.restriction_purposes e
+                                                                  where e.restriction_id = r.id and e.kind = 'exception'
+                                                                    and e.purpose = p.name and e.withdrawn_at is null)), 0);
+        end if;
+    end loop;
+    return v_mark::smallint;
+end;
 $$;
 
 -- What privacy_hide_restricted adds to its test once purposes exist: a row restricted for
