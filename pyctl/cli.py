@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from . import __version__
 from . import install as installer
-from .commands import Settings, default_subject, json_option, key_list, print_placed, run, settings, show
+from .commands import Settings, default_subject, json_option, key_list, print_placed, run, run_many, settings, show
 from .db import PyctlError, connect, describe, require_installed, require_primary
 from .export import export_command
 from .output import emit_json, table
@@ -528,20 +528,38 @@ def restrict() -> None:
               help="GDPR Art. 18(1) (a) accuracy contested, (b) unlawful, (c) legal claims, (d) objection.")
 @click.option("--reason", required=True, metavar="TEXT", help="What the subject asked for and why.")
 @click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
+@click.option("--purpose", "purposes", multiple=True, metavar="P",
+              help="Restrict for this purpose only (repeatable); other application roles keep processing.")
+@click.option("--except", "exceptions", multiple=True, metavar="P",
+              help="Roles of this purpose keep reading, not writing (Art. 18(2); repeatable; not with --purpose).")
 @json_option
 @wait_option
-def restrict_place(key: str | None, keys_file: TextIO | None, basis: str, reason: str, subject_type: str | None) -> None:
+def restrict_place(key: str | None, keys_file: TextIO | None, basis: str, reason: str, subject_type: str | None,
+                   purposes: tuple[str, ...], exceptions: tuple[str, ...]) -> None:
     """Restrict processing of a subject's data (or of every key of a file); prints the
     restriction's id (with --from-file: each key and its restriction's id).
+
+    Without --purpose every application role loses sight of the subject's rows;
+    with it, only the roles serving those purposes (pyctl purpose list).
 
     \b
     Example:
         pyctl restrict place 42 --basis accuracy --reason "contests billing address"
         pyctl restrict place --from-file objections.txt --basis objection --reason "objected, Art. 21"
+        pyctl restrict place 42 --basis objection --purpose marketing --reason "Art. 21(3) objection, email 2026-12-01"
+        pyctl restrict place 42 --basis accuracy --except legal-claims --reason "contests invoice; claim pending"
     """
+    if purposes and exceptions:
+        raise click.UsageError("--except is for restrictions without --purpose: a scoped one leaves other purposes alone")
     keys = key_list(key, keys_file)
-    rows = run("select subject_key as key, restriction_id as id from privacy.place_restrictions(%s, %s, %s, %s)",
-               (default_subject(subject_type), keys, basis, reason))
+    if keys_file is not None and (purposes or exceptions):
+        raise click.UsageError("--from-file places restrictions for every application role: without --purpose or --except")
+    if keys_file is None:
+        rows = run("select %s as key, privacy.place_restriction(%s, %s, %s, %s, %s::text[], %s::text[]) as id",
+                   (keys[0], default_subject(subject_type), keys[0], basis, reason, list(purposes), list(exceptions)))
+    else:
+        rows = run("select subject_key as key, restriction_id as id from privacy.place_restrictions(%s, %s, %s, %s)",
+                   (default_subject(subject_type), keys, basis, reason))
     print_placed(rows, many=keys_file is not None)
 
 
@@ -619,11 +637,112 @@ def restrict_list(show_all: bool) -> None:
     Example:
         pyctl restrict list
     """
-    query = _LIST_QUERY.format(extra="basis, array_to_string(privacy.missing_steps(processing_restrictions), ', ') as missing_steps",
+    query = _LIST_QUERY.format(extra="basis, array_to_string(privacy.missing_steps(processing_restrictions), ', ') as missing_steps, "
+                                     + _SCOPE_COLUMNS,
                                filter="" if show_all else "and released_at is null")
     show(run(query, ("restriction",), write=False),
-         ["id", "subject", "basis", "reason", "state", "missing_steps", "placed_by", "placed_at"]
+         ["id", "subject", "basis", "purposes", "except", "reason", "state", "missing_steps", "placed_by", "placed_at"]
          + (["released_at", "release_reason"] if show_all else []))
+
+
+_SCOPE_COLUMNS = """
+       coalesce((select string_agg(s.purpose, ', ' order by s.purpose) from privacy.restriction_purposes s
+                  where s.restriction_id = processing_restrictions.id and s.kind = 'scope'), 'all') as purposes,
+       coalesce((select string_agg(s.purpose, ', ' order by s.purpose) from privacy.restriction_purposes s
+                  where s.restriction_id = processing_restrictions.id and s.kind = 'exception'
+                    and s.withdrawn_at is null), '') as except"""
+
+
+@restrict.group("exception")
+def restrict_exception() -> None:
+    """Exceptions to a restriction (GDPR Art. 18(2)): a purpose whose roles keep reading."""
+
+
+@restrict_exception.command("add")
+@click.argument("restriction_id", metavar="ID")
+@click.argument("purpose")
+@click.option("--reason", required=True, metavar="TEXT", help="The ground under Art. 18(2): legal claims, consent, another's rights.")
+def restrict_exception_add(restriction_id: str, purpose: str, reason: str) -> None:
+    """Let the roles of PURPOSE read (not write) the restricted subject's rows.
+
+    \b
+    Example:
+        pyctl restrict exception add 3f2a... legal-claims --reason "defence of claim 2026-CV-204"
+    """
+    run("select privacy.add_exception(%s::uuid, %s, %s)", (_uuid(restriction_id), purpose, reason))
+    click.echo(f"restriction {restriction_id}: {purpose} may read the subject's rows", err=True)
+
+
+@restrict_exception.command("withdraw")
+@click.argument("restriction_id", metavar="ID")
+@click.argument("purpose")
+@click.option("--reason", required=True, metavar="TEXT", help="Why the exception ends.")
+def restrict_exception_withdraw(restriction_id: str, purpose: str, reason: str) -> None:
+    """Withdraw a purpose's exception: its roles lose sight of the rows again.
+
+    \b
+    Example:
+        pyctl restrict exception withdraw 3f2a... legal-claims --reason "claim settled"
+    """
+    run("select privacy.withdraw_exception(%s::uuid, %s, %s)", (_uuid(restriction_id), purpose, reason))
+    click.echo(f"restriction {restriction_id}: exception for {purpose} withdrawn", err=True)
+
+
+# -- purposes ------------------------------------------------------------------------------
+
+
+@main.group()
+def purpose() -> None:
+    """Purposes: kinds of processing (marketing, billing, legal-claims) that restrictions may name."""
+
+
+@purpose.command("add")
+@click.argument("name")
+@click.option("--description", default="", metavar="TEXT", help="What processing the purpose covers.")
+def purpose_add(name: str, description: str) -> None:
+    """Register a purpose and create its group role; prints the role's name.
+
+    Application roles serve the purpose by being members of the role
+    (pyctl roles create-app ROLE --purpose NAME, or pyctl purpose grant).
+    The toolkit's owner only; at most 13 purposes.
+
+    \b
+    Example:
+        pyctl purpose add marketing --description "newsletters, ads, profiling for offers"
+    """
+    rows = run("select privacy.add_purpose(%s, %s) as role", (name, description))
+    click.echo(rows[0]["role"])
+
+
+@purpose.command("grant")
+@click.argument("role")
+@click.argument("purpose_name", metavar="PURPOSE")
+def purpose_grant(role: str, purpose_name: str) -> None:
+    """Make an existing role serve a purpose (a member of its group role).
+
+    \b
+    Example:
+        pyctl purpose grant newsletter_app marketing
+    """
+    run("select privacy.grant_purpose(%s, %s)", (role, purpose_name))
+    click.echo(f"{role} now serves {purpose_name}", err=True)
+
+
+@purpose.command("list")
+@json_option
+def purpose_list() -> None:
+    """List the purposes, their roles, mark bits and the roles serving each.
+
+    \b
+    Example:
+        pyctl purpose list
+    """
+    rows = run("select p.name, p.role_name as role, 1 << p.bit as mark_bit, "
+               "coalesce((select string_agg(m.rolname, ', ' order by m.rolname) from pg_catalog.pg_roles m "
+               "           join pg_catalog.pg_auth_members a on a.member = m.oid "
+               "           join pg_catalog.pg_roles g on g.oid = a.roleid where g.rolname = p.role_name), '') as members, "
+               "p.description from privacy.purposes p order by p.bit", write=False)
+    show(rows, ["name", "role", "mark_bit", "members", "description"], "no purposes: pyctl purpose add NAME")
 
 
 def _uuid(value: str) -> str:
@@ -1153,8 +1272,10 @@ def roles() -> None:
 @click.option("--password", metavar="TEXT", help="Login password (default: a generated one, printed once). Only its SCRAM verifier is sent.")
 @click.option("--schema", "schemas", multiple=True, metavar="NAME",
               help="Schemas whose tables the application uses (default: those holding protected tables).")
+@click.option("--purpose", "purposes", multiple=True, metavar="P",
+              help="A purpose the application serves (repeatable; default: none, a general role).")
 @json_option
-def roles_create_app(role: str, password: str | None, schemas: tuple[str, ...]) -> None:
+def roles_create_app(role: str, password: str | None, schemas: tuple[str, ...], purposes: tuple[str, ...]) -> None:
     """Create a login role for an application, subject to every hold and restriction.
 
     It gets SELECT, INSERT, UPDATE, DELETE on the tables and USAGE on the
@@ -1162,9 +1283,13 @@ def roles_create_app(role: str, password: str | None, schemas: tuple[str, ...]) 
     password is turned into a SCRAM-SHA-256 verifier here: the server never
     receives (nor logs) it in clear.
 
+    With --purpose it serves those purposes: restrictions scoped to one of
+    them hide the subject's rows from it, and exceptions for one let it read.
+
     \b
     Example:
         pyctl roles create-app shop_app
+        pyctl roles create-app newsletter_app --purpose marketing
     """
     from .roles import scram_sha256_verifier
 
@@ -1172,12 +1297,14 @@ def roles_create_app(role: str, password: str | None, schemas: tuple[str, ...]) 
     if not schemas:
         found = run("select distinct table_schema from privacy.protected_tables order by 1", write=False)
         schemas = tuple(r["table_schema"] for r in found) or ("public",)
-    run("select privacy.create_app_role(%s, %s, %s::name[])", (role, scram_sha256_verifier(secret), list(schemas)))
-    data = {"role": role, "password": None if password else secret, "schemas": list(schemas)}
+    run_many([("select privacy.create_app_role(%s, %s, %s::name[])", (role, scram_sha256_verifier(secret), list(schemas))),
+              *(("select privacy.grant_purpose(%s, %s)", (role, p)) for p in purposes)])
+    data = {"role": role, "password": None if password else secret, "schemas": list(schemas), "purposes": list(purposes)}
     if settings().json:
         emit_json(data)
     else:
-        click.echo(f"created application role {role} (tables in: {', '.join(schemas)})", err=True)
+        click.echo(f"created application role {role} (tables in: {', '.join(schemas)}; "
+                   f"purposes: {', '.join(purposes) or 'none, a general role'})", err=True)
         if not password:
             click.echo(secret)
 

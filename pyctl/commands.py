@@ -82,6 +82,22 @@ def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool 
         conn.close()
 
 
+
+def run_many(statements: list[tuple[str, Any]]) -> None:
+    """Run several writing statements in one transaction."""
+    conn = connect(settings().dsn)
+    try:
+        require_primary(conn)
+        require_installed(conn)
+        heal(conn)
+        with conn.transaction():
+            for query, params in statements:
+                conn.execute(query, params)  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        raise PyctlError(describe(exc)) from None
+    finally:
+        conn.close()
+
 class _Ticker(threading.Thread):
     """'placing the hold ... 12 s' on stderr, rewritten every half second, until stopped."""
 

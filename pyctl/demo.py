@@ -81,20 +81,20 @@ def _pyctl(pyctl: click.Command, dsn: str, *args: str, expect_failure: bool = Fa
     return result.stdout.strip()
 
 
-def _as_app(app_dsn: str, title: str, query: str) -> None:
+def _as_app(app_dsn: str, title: str, query: str, who: str = "app") -> None:
     with psycopg.connect(app_dsn, autocommit=True) as conn:
         rows = conn.execute(query).fetchall()
-    _say(f"  app sees {title}: " + (", ".join(str(r[0]) for r in rows) or "(nothing)"))
+    _say(f"  {who} sees {title}: " + (", ".join(str(r[0]) for r in rows) or "(nothing)"))
 
 
-def _try_as_app(app_dsn: str, statement: str) -> None:
+def _try_as_app(app_dsn: str, statement: str, who: str = "app") -> None:
     with psycopg.connect(app_dsn, autocommit=True) as conn:
         try:
             cur = conn.execute(statement)
-            _say(f"  app> {statement}\n       allowed ({cur.rowcount} row(s))")
+            _say(f"  {who}> {statement}\n       allowed ({cur.rowcount} row(s))")
         except psycopg.Error as exc:
             message = exc.diag.message_primary or str(exc)
-            _say(f"  app> {statement}\n       refused [{exc.sqlstate}] {message}")
+            _say(f"  {who}> {statement}\n       refused [{exc.sqlstate}] {message}")
 
 
 def run_demo(pyctl: click.Command, keep: bool = False) -> None:
@@ -171,10 +171,23 @@ def run_demo(pyctl: click.Command, keep: bool = False) -> None:
         _pyctl(pyctl, dsn, "hold", "release", hold_id, "--reason", "case settled", "--reference", "dismissal order 2027-01-15")
         _try_as_app(app_dsn, "delete from customers where id = 3")
         _pyctl(pyctl, dsn, "history", "2")
+        _say()
+
+        _say("5. Ada (customer 1) objects to direct marketing (GDPR Art. 21(3)): the newsletter must stop,")
+        _say("   billing and support go on. A restriction scoped to the purpose 'marketing' does that.")
+        _pyctl(pyctl, dsn, "purpose", "add", "marketing", "--description", "newsletters and offers")
+        news_password = _pyctl(pyctl, dsn, "roles", "create-app", "newsletter_app", "--purpose", "marketing")
+        news_dsn = cluster.dsn("shop", user="newsletter_app") + f" password={news_password}"
+        _pyctl(pyctl, dsn, "restrict", "place", "1", "--basis", "objection", "--purpose", "marketing",
+               "--reason", "Ada objects to marketing, email of 2026-12-01")
+        _as_app(news_dsn, "customers", "select name from customers order by id", who="newsletter")
+        _try_as_app(news_dsn, "insert into orders values (11, 1, '2026-04-01', 100)", who="newsletter")
+        _as_app(app_dsn, "customers", "select name from customers order by id")
+        _try_as_app(app_dsn, "update orders set total_cents = 1250 where id = 10")
         _pyctl(pyctl, dsn, "ledger", "verify")
         _say()
 
-        _say("5. What counsel and the DPO read: one report, printable, with every digest and how to check it.")
+        _say("6. What counsel and the DPO read: one report, printable, with every digest and how to check it.")
         report = out_dir / "report.html"
         _pyctl(pyctl, dsn, "report", "--out", str(report))
         _say(f"Report: {report} (open it in a browser, or print it)\nExport: {out_dir / 'customer-3'}")

@@ -231,7 +231,8 @@ def _check_target(target: psycopg.Connection, state: dict[str, Any], label: str)
 # Entries whose replay changes something: each ends a transaction of its own, so that a
 # sync stopped half-way keeps whole entries and resumes after the last one.
 REPLAYED_EVENTS = {"hold_placed", "restriction_placed", "restriction_verified", "subject_notified", "release_approved",
-                   "hold_released", "restriction_released", "hold_digested", "correction", "break_glass_change"}
+                   "hold_released", "restriction_released", "hold_digested", "correction", "break_glass_change",
+                   "purpose_added", "exception_granted", "exception_withdrawn"}
 
 
 def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -117,7 +117,7 @@ begin
                    when v_kind = 'legal_hold' then pg_catalog.format('subject %s is under legal hold', v_subject)
                    when v_row.id is not null then pg_catalog.format('subject %s is under processing restriction %s', v_subject, v_row.id)
                    else pg_catalog.format('subject %s is under a processing restriction', v_subject) end;
-    if p_mark & 2 <> 0 and not privacy.is_privileged(v_actor, p_relid) then
+    if p_mark >= 2 and not privacy.is_privileged(v_actor, p_relid) then  -- (2 and up: some restriction)
         v_shown := pg_catalog.format('%s under %s',
             case when p_operation = 'TRUNCATE' then 'it holds rows of a subject' else 'the row''s subject is' end,
             case when v_kind = 'legal_hold' then 'legal hold' else 'a processing restriction' end);

@@ -256,6 +256,7 @@ declare
     v_has_deps boolean := false;
     v_steward text := pg_catalog.quote_literal(privacy.steward_role());
     v_policy_check text;
+    v_purpose_arms text;
     v_target oid;
     v_is_partition boolean;
     v_owner name;
@@ -396,7 +397,8 @@ begin%2$s
     new.privacy_mark := coalesce(v_mark, 0);
     -- (Nested, so that the common case evaluates one small expression.)
     if new.privacy_mark operator(pg_catalog.>=) 2 then
-        if not privacy.is_privileged(privacy.acting_role(), tg_relid) then
+        if privacy.mark_binds(privacy.acting_role(), new.privacy_mark)
+           and not privacy.is_privileged(privacy.acting_role(), tg_relid) then
             perform privacy.refuse(tg_relid, 'INSERT', new.privacy_mark, %1$s_subjects(%3$s));
         end if;
     end if;
@@ -433,11 +435,13 @@ begin
                 perform privacy.refuse(tg_relid, 'DELETE', old.privacy_mark, %1$s_subjects(%2$s));
             end if;
             perform privacy.journal(%4$s, 'break_glass', tg_relid, 'DELETE', pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s));
-        elsif old.privacy_mark & 2 <> 0 then
-            if not privacy.is_privileged(v_actor, tg_relid) then
+        elsif old.privacy_mark >= 2 then
+            -- (A restriction scoped to purposes the role does not serve leaves it alone.)
+            if privacy.is_privileged(v_actor, tg_relid) then
+                perform privacy.journal(%4$s, 'correction', tg_relid, 'DELETE', pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s));
+            elsif privacy.mark_binds(v_actor, old.privacy_mark) then
                 perform privacy.refuse(tg_relid, 'DELETE', old.privacy_mark, %1$s_subjects(%2$s));
             end if;
-            perform privacy.journal(%4$s, 'correction', tg_relid, 'DELETE', pg_catalog.to_jsonb(old), null, %1$s_subjects(%2$s));
         end if;
         return old;
     end if;
@@ -459,12 +463,14 @@ begin
             perform privacy.refuse(tg_relid, 'UPDATE', old.privacy_mark, %1$s_subjects(%2$s));
         end if;
         perform privacy.journal(%4$s, 'break_glass', tg_relid, 'UPDATE', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s));
-    elsif old.privacy_mark & 2 <> 0 then
-        if not privacy.is_privileged(v_actor, tg_relid) then
+    elsif old.privacy_mark >= 2 then
+        if privacy.is_privileged(v_actor, tg_relid) then
+            perform privacy.journal(%4$s, 'correction', tg_relid, 'UPDATE', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s));
+        elsif privacy.mark_binds(v_actor, old.privacy_mark) then
             perform privacy.refuse(tg_relid, 'UPDATE', old.privacy_mark, %1$s_subjects(%2$s));
         end if;
-        perform privacy.journal(%4$s, 'correction', tg_relid, 'UPDATE', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), %1$s_subjects(%2$s));
-    elsif v_mark & 2 <> 0 and not privacy.is_privileged(v_actor, tg_relid) then
+    end if;
+    if v_mark >= 2 and privacy.mark_binds(v_actor, v_mark) and not privacy.is_privileged(v_actor, tg_relid) then
         perform privacy.refuse(tg_relid, 'UPDATE', v_mark, %1$s_subjects(%3$s));
     end if;
     new.privacy_mark := v_mark;
@@ -559,6 +565,9 @@ $body$$f$, v_fn, v_prop);
     -- under row-level security: its lookups (a child's parent's mark) must not fail open.
     v_policy_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%s, ''MEMBER'') or pg_catalog.pg_has_role(%L, ''USAGE'')',
         v_steward, (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy'));
+    -- Purposes (sql/33_purposes.sql): the policy for every role lets purpose-scoped rows
+    -- through, and each purpose's own policy hides the rows restricted for it.
+    v_purpose_arms := privacy.purpose_policy_arms();
     select pg_catalog.array_agg(distinct n order by n) into v_watched
       from (select pg_catalog.unnest(p.attnums) as n
             union select pg_catalog.unnest(dep.parent_attnums) from privacy.protected_tables dep where dep.parent_id = p.id and dep.path_kind = 'referenced_by') w
@@ -659,7 +668,9 @@ $body$$f$, v_fn, v_prop);
             union all
             select 'policy', 'privacy_hide_restricted',
                    pg_catalog.format('create policy privacy_hide_restricted on {target} as restrictive for all to public using (%s) with check (%s)',
-                                     v_policy_check, v_policy_check)
+                                     v_policy_check || v_purpose_arms, v_policy_check || v_purpose_arms)
+            union all
+            select 'policy', x.name, x.ddl from privacy.purpose_policies(v_policy_check) x
             union all
             -- Restrictive policies grant nothing by themselves; where the table has no
             -- permissive policy of its own, add one that allows what grants allow.
@@ -728,7 +739,7 @@ begin
     perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
     execute pg_catalog.format('alter table %s add column if not exists privacy_mark smallint not null default 0', p_table);
     execute pg_catalog.format('comment on column %s.privacy_mark is %L', p_table,
-        privacy.table_marker(p.id) || ' Maintained by the privacy toolkit (bit 1: legal hold, bit 2: processing restriction). Do not write.');
+        privacy.table_marker(p.id) || ' Maintained by the privacy toolkit (bit 1: legal hold, bit 2: processing restriction, 4 and up: restricted for a purpose). Do not write.');
     -- Tables detached from this one keep their own triggers on held and restricted rows
     -- (the functions are dropped with CASCADE below): they are put back afterwards.
     select pg_catalog.array_agg(distinct t.tgrelid) into v_detached

@@ -56,12 +56,7 @@ begin
             -- those after us see our marks (privacy.subject_lock_class, sql/20_enforce.sql).
             perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(), privacy.writer_bucket(p_subject_type, p_key));
             update privacy.subject_guards set generation = generation + 1 where bucket = privacy.guard_bucket(p_subject_type, p_key);
-            select (case when pg_catalog.bool_or(r.kind = 'legal_hold') then 1 else 0 end
-                  | case when pg_catalog.bool_or(r.kind = 'restriction') then 2 else 0 end)::smallint
-              into v_mark
-              from privacy.processing_restrictions r
-             where r.subject_type = p_subject_type and r.subject_key = p_key and r.released_at is null;
-            v_mark := coalesce(v_mark, 0);
+            v_mark := privacy.subject_mark(p_subject_type, p_key);  -- with its purpose bits (sql/33_purposes.sql)
             if v_mark = 0 then
                 delete from privacy.subject_marks where subject_type = p_subject_type and subject_key = p_key;
             else
@@ -221,14 +216,19 @@ begin
 end;
 $$;
 
--- Places a processing restriction (GDPR Art. 18) on one subject. Returns its id.
+-- Places a processing restriction (GDPR Art. 18) on one subject, for every application
+-- role. Returns its id. (The form with purposes and exceptions: sql/33_purposes.sql.)
 create or replace function privacy.place_restriction(p_subject_type text, p_key text, p_basis text, p_reason text)
     returns uuid
     volatile
     security definer
     set search_path = ''
-    language sql
-as $$ select r.restriction_id from privacy.place_restrictions(p_subject_type, array[p_key], p_basis, p_reason) r $$;
+    language plpgsql  -- (not sql: the form it calls is created later, by 33_purposes.sql)
+as $$
+begin
+    return privacy.place_restriction(p_subject_type, p_key, p_basis, p_reason, null::text[], null::text[]);
+end;
+$$;
 
 -- The lifecycle steps a restriction's release requires, by basis (GDPR Art. 18):
 -- accuracy: verified, subject notified (18(3)), approval recorded; objection:
@@ -567,7 +567,7 @@ create or replace function privacy.is_restricted(p_subject_type text, p_key text
     language sql
 as $$
     select exists (select 1 from privacy.subject_marks s
-                    where s.subject_type = p_subject_type and s.subject_key = p_key and s.mark & 2 <> 0)
+                    where s.subject_type = p_subject_type and s.subject_key = p_key and s.mark >= 2)
 $$;
 
 create or replace function privacy.is_restricted(p_subject_type text, p_key bigint)

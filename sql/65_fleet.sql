@@ -176,6 +176,7 @@ begin
                                                      placed_by, placed_role, placed_at)
         values (e.restriction_id, v_kind, e.subject_type, e.subject_key, v_payload->>'basis', v_payload->>'case', v_payload->>'reason',
                 e.session_role, e.acting_role, e.recorded_at);
+        perform privacy.sync_restriction_purposes(e);  -- its purposes and exceptions (sql/33_purposes.sql)
         v_state := 'placed';
     elsif e.event in ('restriction_verified', 'subject_notified', 'release_approved', 'hold_released', 'restriction_released') then
         select * into r from privacy.processing_restrictions x where x.id = e.restriction_id for update;
@@ -297,6 +298,9 @@ begin
         return query select case when v_count = 1 then 'applied' else 'conflict' end::text,
             pg_catalog.jsonb_build_object('table', v_rel::text, 'operation', v_payload->>'operation', 'row', v_payload->'row',
                                           'before', v_payload->'before', 'after', v_payload->'after');
+        return;
+    elsif e.event in ('purpose_added', 'exception_granted', 'exception_withdrawn') then
+        return query select * from privacy.sync_replay_purpose_entry(e, v_vouch || pg_catalog.jsonb_build_object('entry', p_entry));
         return;
     else
         return query select 'skipped'::text, '{}'::jsonb;

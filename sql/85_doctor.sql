@@ -378,6 +378,8 @@ begin
         fix := 'pyctl coverage shows the error'; fix_sql := null;
         return next;
     end;
+    -- Purposes in use: application roles that serve none, members that do not inherit (sql/33_purposes.sql).
+    return query select * from privacy.purpose_findings(v_protected);
 
     -- Path columns without an index: placement reads the whole table.
     for r in

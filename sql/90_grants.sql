@@ -43,6 +43,8 @@ as $$
         ('privacy.fleet_add(text,text,text,text)', 'steward'), ('privacy.fleet_remove(text)', 'steward'),
         ('privacy.source_state(boolean)', 'steward'), ('privacy.steward_role()', 'steward'), ('privacy.heal()', 'steward'),
         ('privacy.role_problems(name)', 'steward'),
+        ('privacy.place_restriction(text,text,text,text,text[],text[])', 'steward'),
+        ('privacy.add_exception(uuid,text,text)', 'steward'), ('privacy.withdraw_exception(uuid,text,text)', 'steward'),
         -- the toolkit's owner: what the triggers and lifecycle functions use inside,
         -- registering tables, generating enforcement, and sync
         ('privacy.acting_role()', 'owner'), ('privacy.is_privileged(name,oid)', 'owner'),
@@ -90,7 +92,14 @@ as $$
         ('privacy.sees_everything(oid)', 'owner'), ('privacy.function_audiences()', 'owner'),
         ('privacy.expected_grantees(regprocedure)', 'owner'), ('privacy.ensure_steward_role(name)', 'owner'),
         ('privacy.finish_install(jsonb)', 'owner'), ('privacy.create_app_role(name,text,name[])', 'owner'),
-        ('privacy.add_steward(name)', 'owner')
+        ('privacy.add_steward(name)', 'owner'),
+        -- purposes (sql/33_purposes.sql)
+        ('privacy.role_mask(name)', 'owner'), ('privacy.mark_binds(name,smallint)', 'owner'),
+        ('privacy.subject_mark(text,text)', 'owner'), ('privacy.purpose_policy_arms()', 'owner'),
+        ('privacy.purpose_policies(text)', 'owner'), ('privacy.add_purpose(text,text)', 'owner'),
+        ('privacy.grant_purpose(name,text)', 'owner'), ('privacy.checked_purposes(text[])', 'owner'),
+        ('privacy.sync_restriction_purposes(privacy.ledger)', 'owner'),
+        ('privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)', 'owner'), ('privacy.purpose_findings(oid[])', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

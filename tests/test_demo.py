@@ -23,6 +23,9 @@ def test_demo_runs_under_a_minute_and_shows_refusals() -> None:
     assert "refused [PV001] privacy: INSERT on public.orders_2026 refused: the row's subject is under a processing restriction" in out
     assert "app sees customers: Ada Active, Cy Former" in out  # Ben hidden while restricted
     assert "app sees customers: Ada Active, Ben Contests, Cy Former" in out  # and back after release
+    # Art. 21(3): the marketing role loses Ada, the shop keeps her
+    assert "newsletter sees customers: Ben Contests" in out
+    assert "app sees customers: Ada Active, Ben Contests" in out
     assert "ledger verifies" in out
     assert "Traceback" not in proc.stderr
     # it ends with the report, and says where it is

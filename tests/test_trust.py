@@ -71,6 +71,9 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.steward_role()": (STEWARD, False),
     "privacy.heal()": (STEWARD, True),
     "privacy.role_problems(name)": (STEWARD, True),
+    "privacy.place_restriction(text,text,text,text,text[],text[])": (STEWARD, True),
+    "privacy.add_exception(uuid,text,text)": (STEWARD, True),
+    "privacy.withdraw_exception(uuid,text,text)": (STEWARD, True),
     # the toolkit's owner only
     "privacy.acting_role()": (OWNER, False),
     "privacy.is_privileged(name,oid)": (OWNER, False),
@@ -161,6 +164,18 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.hold_guard_name(text,oid)": (OWNER, False),
     "privacy.create_app_role(name,text,name[])": (OWNER, False),
     "privacy.add_steward(name)": (OWNER, False),
+    # purposes (issue 19)
+    "privacy.role_mask(name)": (OWNER, False),
+    "privacy.mark_binds(name,smallint)": (OWNER, False),
+    "privacy.subject_mark(text,text)": (OWNER, False),
+    "privacy.purpose_policy_arms()": (OWNER, False),
+    "privacy.purpose_policies(text)": (OWNER, False),
+    "privacy.add_purpose(text,text)": (OWNER, False),
+    "privacy.grant_purpose(name,text)": (OWNER, False),
+    "privacy.checked_purposes(text[])": (OWNER, False),
+    "privacy.sync_restriction_purposes(privacy.ledger)": (OWNER, False),
+    "privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)": (OWNER, False),
+    "privacy.purpose_findings(oid[])": (OWNER, False),
 }
 # The functions generated for each protected table <n>: the trigger functions run as the
 # toolkit's owner, and only it and the table's owner may attach them to a trigger.
@@ -371,7 +386,7 @@ def _run(conn: psycopg.Connection, signature: str, args: list[Any]) -> str:
 # What each function may change when it succeeds: (part of the snapshot) -> allowed.
 WRITERS = {"place_hold", "release_hold", "place_restriction", "release_restriction", "verify_restriction", "notify_subject",
            "approve_release", "break_glass", "add_recipient", "remove_recipient", "ack_notice", "record_export", "fleet_add",
-           "fleet_remove", "heal"}
+           "fleet_remove", "heal", "add_exception", "withdraw_exception"}
 
 
 @pytest.mark.parametrize("role", ["app", "steward_user"])

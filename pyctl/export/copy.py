@@ -151,7 +151,12 @@ def _subject_state(conn: psycopg.Connection, subject: _Subject) -> dict[str, Any
     with conn.cursor(row_factory=dict_row) as cur:
         active = cur.execute(
             "select r.id::text as id, r.kind, r.case_ref, r.basis, "
-            "pg_catalog.to_char(r.placed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') as placed_at "
+            "pg_catalog.to_char(r.placed_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') as placed_at, "
+            # Purposes (issue 19): what a restriction is scoped to, and the purposes it excepts.
+            "array(select s.purpose from privacy.restriction_purposes s where s.restriction_id = r.id "
+            "      and s.kind = 'scope' order by 1) as purposes, "
+            "array(select s.purpose from privacy.restriction_purposes s where s.restriction_id = r.id "
+            "      and s.kind = 'exception' and s.withdrawn_at is null order by 1) as exceptions "
             "from privacy.processing_restrictions r "
             "where r.subject_type = %s and r.subject_key = %s and r.released_at is null order by r.placed_at, r.id",
             (subject.subject_type, subject.key),
@@ -173,7 +178,10 @@ def _subject_state(conn: psycopg.Connection, subject: _Subject) -> dict[str, Any
         "root_table": root["t"] if root else None,
         "legal_holds": [{"id": r["id"], "case": r["case_ref"], "placed_at": r["placed_at"], "digests_at_start": digests.get(r["id"], [])}
                         for r in active if r["kind"] == "legal_hold"],
-        "restrictions": [{"id": r["id"], "basis": r["basis"], "placed_at": r["placed_at"]} for r in active if r["kind"] == "restriction"],
+        "restrictions": [{"id": r["id"], "basis": r["basis"], "placed_at": r["placed_at"],
+                          **({"purposes": r["purposes"]} if r["purposes"] else {}),
+                          **({"except": r["exceptions"]} if r["exceptions"] else {})}
+                         for r in active if r["kind"] == "restriction"],
     }
 
 
