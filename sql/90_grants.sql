@@ -42,6 +42,9 @@ as $$
         ('privacy.fleet_add(text,text,text,text)', 'steward'), ('privacy.fleet_remove(text)', 'steward'),
         ('privacy.source_state(boolean)', 'steward'), ('privacy.steward_role()', 'steward'), ('privacy.heal()', 'steward'),
         ('privacy.role_problems(name)', 'steward'),
+        ('privacy.erase(text,text,text,text,boolean,boolean)', 'steward'), ('privacy.erase_many(text,text[],text,text)', 'steward'),
+        ('privacy.pending_erasures()', 'steward'), ('privacy.erasure_certificate(uuid)', 'steward'),
+        ('privacy.rows_of_subjects(jsonb)', 'steward'), ('privacy.erased_rows_present()', 'steward'),
         -- the toolkit's owner: what the triggers and lifecycle functions use inside,
         -- registering tables, generating enforcement, and sync
         ('privacy.acting_role()', 'owner'), ('privacy.is_privileged(name,oid)', 'owner'),
@@ -85,7 +88,12 @@ as $$
         ('privacy.sees_everything(oid)', 'owner'), ('privacy.function_audiences()', 'owner'),
         ('privacy.expected_grantees(regprocedure)', 'owner'), ('privacy.ensure_steward_role(name)', 'owner'),
         ('privacy.finish_install(jsonb)', 'owner'), ('privacy.create_app_role(name,text,name[])', 'owner'),
-        ('privacy.add_steward(name)', 'owner')
+        ('privacy.add_steward(name)', 'owner'),
+        ('privacy.erasure_blockers(text,text)', 'owner'), ('privacy.describe_blockers(jsonb)', 'owner'),
+        ('privacy.erasure_order(text)', 'owner'), ('privacy.erasing(jsonb)', 'owner'), ('privacy.lock_subject(text,text)', 'owner'),
+        ('privacy.erase_rows(text,text,uuid,text)', 'owner'), ('privacy.subject_exists(text,text)', 'owner'),
+        ('privacy.perform_erasure(uuid,boolean,jsonb)', 'owner'), ('privacy.run_pending_erasure(text,text)', 'owner'),
+        ('privacy.sync_erasure(text,privacy.ledger,jsonb,jsonb)', 'owner'), ('privacy.reapply_erasures()', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward
@@ -148,6 +156,6 @@ begin
     execute pg_catalog.format('grant select on privacy.processing_restrictions, privacy.subject_types, '
         'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings, privacy.corrections, '
         'privacy.recipients, privacy.recipient_notices, privacy.break_glass, privacy.hold_digests, '
-        'privacy.hold_digest_rows to %I', privacy.steward_role());
+        'privacy.hold_digest_rows, privacy.erasures, privacy.erasure_rows to %I', privacy.steward_role());
 end;
 $$;
