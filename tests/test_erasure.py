@@ -175,7 +175,8 @@ def test_the_certificate_checks_against_the_ledger(db: Db) -> None:
 def test_the_application_can_neither_erase_nor_forge_the_erasures_pass(db: Db) -> None:
     restrict(db, 2)
     hold(db, 3)
-    for statement in ("select privacy.erase('customer', '1', 'x')","insert into privacy.erasure_in_progress values (pg_current_xact_id(), 'customer', '3')",
+    for statement in ("select privacy.erase('customer', '1', 'x')",
+                      "insert into privacy.erasure_in_progress values (pg_current_xact_id(), 'customer', '3')",
                       "insert into privacy.erasures (subject_type, subject_key, state, reason, requested_by, requested_role, requested_at) "
                       "values ('customer', '3', 'pending', 'x', 'app', 'app', now())",
                       "select privacy.erasing('[[\"customer\", \"3\"]]')",
