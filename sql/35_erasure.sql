@@ -596,26 +596,32 @@ as $$
 declare
     p privacy.protected_tables;
     s privacy.subject_types;
+    v_rel regclass;
+    v_col name;
 begin
     if pg_catalog.jsonb_typeof(p_subjects) is distinct from 'array' then
         perform privacy.fail('subjects must be a JSON array of [type, key] pairs');
     end if;
+    -- Read-only, so it runs on a restored dump not healed yet: where a table's OID is not
+    -- the one registered, its columns go by the names last seen.
     for s in select * from privacy.subject_types x order by x.subject_type loop
-        if privacy.root_of(s) is not null then
+        v_rel := privacy.root_of(s);
+        if v_rel is not null then
+            v_col := case when v_rel = s.relid then (privacy.column_names(s.relid, array[s.key_attnum]))[1] else s.key_column end;
             return query execute pg_catalog.format(
                 'select %L::text, t.%I::text, %L::text, pg_catalog.count(*) from %s t '
                 'where t.%I in (select (x->>1)::%s from pg_catalog.jsonb_array_elements($1) x where x->>0 = %L) group by 2',
-                s.subject_type, (privacy.column_names(s.relid, array[s.key_attnum]))[1], privacy.root_of(s)::text, privacy.root_of(s),
-                (privacy.column_names(s.relid, array[s.key_attnum]))[1], s.key_type, s.subject_type) using p_subjects;
+                s.subject_type, v_col, v_rel::text, v_rel, v_col, s.key_type, s.subject_type) using p_subjects;
         end if;
         for p in select * from privacy.protected_tables x
                   where x.subject_type = s.subject_type and x.path_kind = 'column' and privacy.relation_of(x) is not null
-                    and x.relid is distinct from s.relid order by x.id loop
+                    and privacy.relation_of(x) is distinct from v_rel order by x.id loop
+            v_rel := privacy.relation_of(p);
+            v_col := case when v_rel = p.relid then (privacy.column_names(p.relid, p.attnums))[1] else p.columns[1] end;
             return query execute pg_catalog.format(
                 'select %L::text, t.%I::text, %L::text, pg_catalog.count(*) from %s t '
                 'where t.%I in (select (x->>1)::%s from pg_catalog.jsonb_array_elements($1) x where x->>0 = %L) group by 2',
-                s.subject_type, (privacy.column_names(p.relid, p.attnums))[1], privacy.relation_of(p)::text, privacy.relation_of(p),
-                (privacy.column_names(p.relid, p.attnums))[1], s.key_type, s.subject_type) using p_subjects;
+                s.subject_type, v_col, v_rel::text, v_rel, v_col, s.key_type, s.subject_type) using p_subjects;
         end loop;
     end loop;
 end;
