@@ -252,6 +252,124 @@ begin
 end;
 $$;
 
+-- The text of a SELECT of the rows of many subjects in protected table P_TABLE_ID
+-- (keys: $1, text[] of canonical keys), following its registered path as
+-- privacy.subject_rows_sql does, with the subject's key first as privacy_subject.
+create or replace function privacy.subjects_rows_sql(p_table_id integer)
+    returns text
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    s privacy.subject_types;
+    v_rel regclass;
+    v_parent privacy.protected_tables;
+    v_columns text;
+    v_cols name[];
+begin
+    select * into p from privacy.protected_tables x where x.id = p_table_id;
+    select * into s from privacy.subject_types x where x.subject_type = p.subject_type;
+    v_rel := privacy.relation_of(p);
+    if v_rel is null then
+        perform privacy.fail(pg_catalog.format('protected table %s no longer exists', privacy.qualified(p.table_schema, p.table_name)));
+    end if;
+    select pg_catalog.string_agg(pg_catalog.format('t.%I', a.attname), ', ' order by a.attnum) into v_columns
+      from pg_catalog.pg_attribute a
+     where a.attrelid = v_rel and a.attnum > 0 and not a.attisdropped and a.attname <> 'privacy_mark';
+    v_cols := privacy.column_names(v_rel, p.attnums);
+    if p.path_kind = 'column' then
+        return pg_catalog.format('select (t.%1$I::%2$s)::text as privacy_subject, %3$s from %4$s t where t.%1$I = any (($1::text[])::%5$s[])',
+            v_cols[1], s.key_type, v_columns, v_rel, privacy.column_type(v_rel, v_cols[1]));
+    end if;
+    select * into v_parent from privacy.protected_tables x where x.id = p.parent_id;
+    return pg_catalog.format('select p.privacy_subject, %s from %s t join (%s) p on %s',
+        v_columns, v_rel, privacy.subjects_rows_sql(p.parent_id),
+        privacy.join_pairs('t.{a} = p.{b}', privacy.quoted(v_cols),
+                           privacy.quoted(privacy.column_names(privacy.relation_of(v_parent), p.parent_attnums)), ' and '));
+end;
+$$;
+
+-- Erases many subjects at once (erase_many's fast path): for each protected table one
+-- statement finds the rows of all of them and one deletes them, children before
+-- parents. Returns {key: [{table, rows, sha256}], ...} and records the row hashes
+-- under each subject's erasure (P_IDS, parallel to P_KEYS). Raises on anything it does
+-- not handle (a shared row, a foreign key of another table): the caller then erases the
+-- subjects one by one.
+create or replace function privacy.erase_rows_bulk(p_subject_type text, p_keys text[], p_ids uuid[])
+    returns jsonb
+    volatile
+    set search_path = ''
+    set timezone = 'UTC'
+    set extra_float_digits = 1
+    set intervalstyle = 'postgres'
+    set bytea_output = 'hex'
+    language plpgsql
+as $$
+declare
+    o record;
+    p privacy.protected_tables;
+    v_rel regclass;
+    v_cols text[];
+    v_found jsonb := '{}';
+    v_rows jsonb;
+    v_keys jsonb;
+    v_n bigint;
+    v_result jsonb;
+    v_empty text := pg_catalog.encode(pg_catalog.sha256(''::bytea), 'hex');
+begin
+    select pg_catalog.jsonb_object_agg(k, '[]'::jsonb) into v_result from pg_catalog.unnest(p_keys) k;
+    for o in select x.table_id from privacy.erasure_order(p_subject_type) x order by x.step loop
+        select * into p from privacy.protected_tables x where x.id = o.table_id;
+        v_rel := privacy.relation_of(p);
+        continue when v_rel is null;
+        v_cols := privacy.column_names(v_rel, p.attnums);
+        execute pg_catalog.format(
+            'select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.privacy_subject, pg_catalog.jsonb_build_object(%s), '
+            'pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to((pg_catalog.to_jsonb(r) - ''privacy_subject'')::text, ''UTF8'')), ''hex''))), ''[]'') '
+            'from (%s) r',
+            (select pg_catalog.string_agg(pg_catalog.format('%L, r.%I', c, c), ', ' order by i) from pg_catalog.unnest(v_cols) with ordinality u(c, i)),
+            privacy.subjects_rows_sql(p.id))
+          into v_rows using p_keys;
+        v_found := v_found || pg_catalog.jsonb_build_object(p.id::text, v_rows);
+    end loop;
+    insert into privacy.erasure_in_progress (xact, subject_type, subject_key)
+    select pg_catalog.pg_current_xact_id(), p_subject_type, k from pg_catalog.unnest(p_keys) k on conflict do nothing;
+    for o in select x.table_id from privacy.erasure_order(p_subject_type) x order by x.step loop
+        select * into p from privacy.protected_tables x where x.id = o.table_id;
+        v_rows := v_found -> (p.id::text);
+        continue when v_rows is null;
+        v_rel := privacy.relation_of(p);
+        v_cols := privacy.column_names(v_rel, p.attnums);
+        if pg_catalog.jsonb_array_length(v_rows) > 0 then
+            select pg_catalog.jsonb_agg(distinct e->1) into v_keys from pg_catalog.jsonb_array_elements(v_rows) e;
+            execute pg_catalog.format('delete from %s t where (%s) in (select %s from pg_catalog.jsonb_populate_recordset(null::%s, $1) k)',
+                v_rel, privacy.join_columns('t.{c}', privacy.quoted(v_cols), ', '),
+                privacy.join_columns('k.{c}', privacy.quoted(v_cols), ', '), v_rel) using v_keys;
+            get diagnostics v_n = row_count;
+            if v_n <> pg_catalog.jsonb_array_length(v_rows) then
+                perform privacy.fail(pg_catalog.format('bulk erasure: %s rows of %s found, %s deleted', pg_catalog.jsonb_array_length(v_rows), v_rel, v_n));
+            end if;
+            insert into privacy.erasure_rows (erasure_id, table_name, row_hash)
+            select i.id, privacy.qualified(p.table_schema, p.table_name), e->>2
+              from pg_catalog.jsonb_array_elements(v_rows) e
+              join pg_catalog.unnest(p_keys, p_ids) i(k, id) on i.k = e->>0;
+        end if;
+        select pg_catalog.jsonb_object_agg(k.k, (v_result -> k.k) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                   'table', privacy.qualified(p.table_schema, p.table_name),
+                   'rows', coalesce(g.n, 0), 'sha256', coalesce(g.digest, v_empty))))
+          into v_result
+          from pg_catalog.unnest(p_keys) k(k)
+          left join (select e->>0 as s, pg_catalog.count(*) as n,
+                            pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.string_agg(e->>2, '' order by e->>2), 'UTF8')), 'hex') as digest
+                       from pg_catalog.jsonb_array_elements(v_rows) e group by 1) g on g.s = k.k;
+    end loop;
+    delete from privacy.erasure_in_progress x where x.xact = pg_catalog.pg_current_xact_id() and x.subject_type = p_subject_type;
+    return v_result;
+end;
+$$;
+
 -- Whether a subject still has a row in the root table or in a table with its own key
 -- column: the tables where rows of an erased subject come back (a restore, a reused key).
 create or replace function privacy.subject_exists(p_subject_type text, p_key text)
@@ -300,8 +418,6 @@ declare
     e privacy.erasures;
     v_blockers jsonb;
     v_result jsonb;
-    v_tables jsonb;
-    v_seq bigint;
 begin
     select * into e from privacy.erasures x where x.id = p_id for update;
     if not found or e.state <> 'pending' then
@@ -325,19 +441,33 @@ begin
         return pg_catalog.jsonb_build_object('id', p_id, 'state', 'pending', 'conflict', v_result->'conflict',
             'why', 'rows of the subject here are not the rows erased at the source (changed or added here): left alone');
     end if;
-    v_tables := v_result->'tables';
+    return privacy.record_erasure(e, v_result->'tables', p_vouch);
+end;
+$$;
+
+-- Appends erasure E's 'erasure' event (or 'synced_erasure', vouched for by P_VOUCH) with
+-- its per-table counts and digests, and marks it erased; returns {id, state, tables, ...}.
+create or replace function privacy.record_erasure(e privacy.erasures, p_tables jsonb, p_vouch jsonb)
+    returns jsonb
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_seq bigint;
+begin
     v_seq := privacy.ledger_append(case when p_vouch is null then 'erasure' else 'synced_erasure' end,
         e.subject_type, e.subject_key, null,
         coalesce(p_vouch, '{}') || pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-            'erasure_id', p_id, 'reason', e.reason, 'reference', e.reference,
+            'erasure_id', e.id, 'reason', e.reason, 'reference', e.reference,
             'requested_by', e.requested_role, 'requested_at', e.requested_at,
-            'rows', (select coalesce(pg_catalog.sum((t->>'rows')::bigint), 0) from pg_catalog.jsonb_array_elements(v_tables) t),
-            'tables', v_tables)));
+            'rows', (select coalesce(pg_catalog.sum((t->>'rows')::bigint), 0) from pg_catalog.jsonb_array_elements(p_tables) t),
+            'tables', p_tables)));
     update privacy.erasures
-       set state = 'erased', erased_at = pg_catalog.now(), ledger_seq = v_seq, tables = v_tables
-     where id = p_id;
-    return pg_catalog.jsonb_build_object('id', p_id, 'subject_type', e.subject_type, 'subject_key', e.subject_key,
-        'state', 'erased', 'ledger_seq', v_seq, 'tables', v_tables);
+       set state = 'erased', erased_at = pg_catalog.now(), ledger_seq = v_seq, tables = p_tables
+     where id = e.id;
+    return pg_catalog.jsonb_build_object('id', e.id, 'subject_type', e.subject_type, 'subject_key', e.subject_key,
+        'state', 'erased', 'ledger_seq', v_seq, 'tables', p_tables);
 end;
 $$;
 
@@ -382,7 +512,7 @@ begin
     perform privacy.lock_subject(p_subject_type, v_key);
     v_blockers := privacy.erasure_blockers(p_subject_type, v_key);
     select * into e from privacy.erasures x where x.subject_type = p_subject_type and x.subject_key = v_key and x.state = 'pending';
-    if e.id is not null and (coalesce(p_after_holds, false) or pg_catalog.jsonb_array_length(v_blockers) > 0) then
+    if e.id is not null and pg_catalog.jsonb_array_length(v_blockers) > 0 then
         perform privacy.fail(pg_catalog.format('an erasure of %s/%s is already queued (%s, waiting for %s)', p_subject_type, v_key, e.id,
             coalesce(privacy.describe_blockers(v_blockers), 'nothing')));
     end if;
@@ -446,58 +576,99 @@ create or replace function privacy.erase_many(p_subject_type text, p_keys text[]
 as $$
 declare
     k text;
+    i integer;
     v_key text;
     v_blockers jsonb;
     v_id uuid;
     v_prior uuid;
+    v_keys text[] := '{}';         -- the canonical keys to erase, in order, once each
+    v_ids uuid[] := '{}';
+    v_seen text[] := '{}';
+    v_out jsonb[] := '{}';         -- per input key: [key, outcome, detail], detail null while to be erased
+    v_slot integer[] := '{}';      -- per key to erase: its place in v_out
+    v_bulk jsonb;
+    v_new boolean[] := '{}';       -- per key to erase: whether this call queued it
+    v_canonical text[] := '{}';    -- per input key: its canonical form, null where invalid
+    v_present text[];
+    e privacy.erasures;
 begin
     perform privacy.require_text(p_reason, 'an erasure needs a reason');
     if not exists (select 1 from privacy.subject_types s where s.subject_type = p_subject_type) then
         perform privacy.fail(pg_catalog.format('unknown subject type %L', p_subject_type));
     end if;
     perform privacy.heal();
+    -- 1. Sort the keys: unknown, already erased, held (skipped), or to be erased.
     foreach k in array coalesce(p_keys, '{}') loop
-        subject_key := k;
         begin
-            v_key := privacy.subject_key(p_subject_type, k);
+            v_canonical := v_canonical || privacy.subject_key(p_subject_type, k);
         exception when sqlstate 'PV002' then
-            outcome := 'unknown'; detail := pg_catalog.jsonb_build_object('why', pg_catalog.regexp_replace(sqlerrm, '^privacy: ', ''));
-            return next;
-            continue;
+            v_canonical := v_canonical || null::text;
         end;
-        if not privacy.subject_exists(p_subject_type, v_key) then
-            select x.id into v_prior from privacy.erasures x
-             where x.subject_type = p_subject_type and x.subject_key = v_key and x.state = 'erased' order by x.erased_at desc limit 1;
-            outcome := 'unknown';
-            detail := pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('why',
-                case when v_prior is null then 'no such subject' else 'already erased' end, 'erasure', v_prior));
-            return next;
+    end loop;
+    -- (which of them have rows, in one statement per table with a key column)
+    select coalesce(pg_catalog.array_agg(distinct r.subject_key), '{}') into v_present
+      from privacy.rows_of_subjects((select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(p_subject_type, c)), '[]')
+                                       from pg_catalog.unnest(v_canonical) c where c is not null)) r;
+    for i in 1 .. coalesce(pg_catalog.cardinality(p_keys), 0) loop
+        k := p_keys[i];
+        v_key := v_canonical[i];
+        if v_key is null then
+            v_out := v_out || pg_catalog.jsonb_build_array(k, 'unknown', pg_catalog.jsonb_build_object('why',
+                case when k is null or k = '' then 'a subject key is required' else pg_catalog.format('%L is not a valid %s key', k, p_subject_type) end));
             continue;
         end if;
+        if v_key = any (v_seen) or not v_key = any (v_present) then
+            select x.id into v_prior from privacy.erasures x
+             where x.subject_type = p_subject_type and x.subject_key = v_key and x.state = 'erased' order by x.erased_at desc limit 1;
+            v_out := v_out || pg_catalog.jsonb_build_array(k, 'unknown', pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('why',
+                case when v_key = any (v_seen) then 'already erased (listed twice)' when v_prior is null then 'no such subject' else 'already erased' end,
+                'erasure', v_prior)));
+            continue;
+        end if;
+        v_seen := v_seen || v_key;
         perform privacy.lock_subject(p_subject_type, v_key);
         v_blockers := privacy.erasure_blockers(p_subject_type, v_key);
         if pg_catalog.jsonb_array_length(v_blockers) > 0 then
-            outcome := 'skipped';
-            detail := pg_catalog.jsonb_build_object('why', privacy.describe_blockers(v_blockers) || ' is active', 'waiting_for', v_blockers);
-            return next;
+            v_out := v_out || pg_catalog.jsonb_build_array(k, 'skipped',
+                pg_catalog.jsonb_build_object('why', privacy.describe_blockers(v_blockers) || ' is active', 'waiting_for', v_blockers));
             continue;
         end if;
-        begin
-            select x.id into v_id from privacy.erasures x
-             where x.subject_type = p_subject_type and x.subject_key = v_key and x.state = 'pending';
-            if v_id is null then
-                insert into privacy.erasures (subject_type, subject_key, state, reason, reference, requested_by, requested_role, requested_at)
-                values (p_subject_type, v_key, 'pending', p_reason, p_reference, session_user, privacy.acting_role(), pg_catalog.now())
-                returning id into v_id;
-            end if;
-            detail := privacy.perform_erasure(v_id, false, null);
-            outcome := 'erased';
-        exception when others then
-            outcome := 'failed';
-            detail := pg_catalog.jsonb_build_object('why', pg_catalog.regexp_replace(sqlerrm, '^privacy: ', ''));
-        end;
-        return next;
+        select x.id into v_id from privacy.erasures x
+         where x.subject_type = p_subject_type and x.subject_key = v_key and x.state = 'pending';
+        v_new := v_new || (v_id is null);
+        if v_id is null then
+            insert into privacy.erasures (subject_type, subject_key, state, reason, reference, requested_by, requested_role, requested_at)
+            values (p_subject_type, v_key, 'pending', p_reason, p_reference, session_user, privacy.acting_role(), pg_catalog.now())
+            returning id into v_id;
+        end if;
+        v_keys := v_keys || v_key;
+        v_ids := v_ids || v_id;
+        v_out := v_out || pg_catalog.jsonb_build_array(k, 'erased', null);
+        v_slot := v_slot || pg_catalog.cardinality(v_out);
     end loop;
+    -- 2. All at once, one statement per table; if anything stands in the way (a shared
+    --    row, another table's foreign key), one by one, each in its own subtransaction.
+    begin
+        v_bulk := case when pg_catalog.cardinality(v_keys) > 0 then privacy.erase_rows_bulk(p_subject_type, v_keys, v_ids) end;
+        for i in 1 .. pg_catalog.cardinality(v_keys) loop
+            select * into e from privacy.erasures x where x.id = v_ids[i];
+            v_out[v_slot[i]] := pg_catalog.jsonb_build_array(v_out[v_slot[i]]->>0, 'erased',
+                privacy.record_erasure(e, v_bulk -> v_keys[i], null));
+        end loop;
+    exception when others then
+        for i in 1 .. pg_catalog.cardinality(v_keys) loop
+            begin
+                v_out[v_slot[i]] := pg_catalog.jsonb_build_array(v_out[v_slot[i]]->>0, 'erased', privacy.perform_erasure(v_ids[i], false, null));
+            exception when others then
+                v_out[v_slot[i]] := pg_catalog.jsonb_build_array(v_out[v_slot[i]]->>0, 'failed',
+                    pg_catalog.jsonb_build_object('why', pg_catalog.regexp_replace(sqlerrm, '^privacy: ', '')));
+                if v_new[i] then
+                    delete from privacy.erasures x where x.id = v_ids[i];  -- not queued: it failed
+                end if;
+            end;
+        end loop;
+    end;
+    return query select x->>0, x->>1, x->2 from pg_catalog.unnest(v_out) with ordinality u(x, n) order by n;
 end;
 $$;
 

@@ -93,7 +93,9 @@ as $$
         ('privacy.erasure_order(text)', 'owner'), ('privacy.erasing(jsonb)', 'owner'), ('privacy.lock_subject(text,text)', 'owner'),
         ('privacy.erase_rows(text,text,uuid,text)', 'owner'), ('privacy.subject_exists(text,text)', 'owner'),
         ('privacy.perform_erasure(uuid,boolean,jsonb)', 'owner'), ('privacy.run_pending_erasure(text,text)', 'owner'),
-        ('privacy.sync_erasure(text,privacy.ledger,jsonb,jsonb)', 'owner'), ('privacy.reapply_erasures()', 'owner')
+        ('privacy.sync_erasure(text,privacy.ledger,jsonb,jsonb)', 'owner'), ('privacy.reapply_erasures()', 'owner'),
+        ('privacy.subjects_rows_sql(integer)', 'owner'), ('privacy.erase_rows_bulk(text,text[],uuid[])', 'owner'),
+        ('privacy.record_erasure(privacy.erasures,jsonb,jsonb)', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

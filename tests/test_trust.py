@@ -165,6 +165,9 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.run_pending_erasure(text,text)": (OWNER, False),
     "privacy.sync_erasure(text,privacy.ledger,jsonb,jsonb)": (OWNER, False),
     "privacy.reapply_erasures()": (OWNER, False),
+    "privacy.subjects_rows_sql(integer)": (OWNER, False),
+    "privacy.erase_rows_bulk(text,text[],uuid[])": (OWNER, False),
+    "privacy.record_erasure(privacy.erasures,jsonb,jsonb)": (OWNER, False),
 }
 # The functions generated for each protected table <n>: the trigger functions run as the
 # toolkit's owner, and only it and the table's owner may attach them to a trigger.
