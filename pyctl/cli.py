@@ -655,11 +655,19 @@ def restrict_list(show_all: bool) -> None:
 
 
 class EraseGroup(PyctlGroup):
-    """`erase KEY ...` and `erase --from-file F ...` run the hidden `erase run`; `pending` and `certificate` are subcommands."""
+    """`erase KEY ...` and `erase --from-file F ...` run the group's default command; `pending` and `certificate` are subcommands."""
+
+    default: click.Command | None = None
+    DEFAULT = "KEY"  # never in self.commands: whatever the first argument is, it reaches the default command
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == self.DEFAULT:
+            return self.default
+        return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
+            args = [self.DEFAULT, *args]
         return super().parse_args(ctx, args)
 
 
@@ -687,7 +695,7 @@ def erase() -> None:
     """
 
 
-@erase.command("run", hidden=True)
+@click.command("erase")
 @click.argument("key", required=False)
 @click.option("--reason", metavar="TEXT", help="Why the data goes (retention ended, the subject's request).")
 @click.option("--reference", metavar="REF", help="The decision: a ticket, the DPO's instruction, the order.")
@@ -699,7 +707,12 @@ def erase() -> None:
 @json_option
 def erase_run(key: str | None, reason: str | None, reference: str | None, subject_type: str | None,
               after_holds: bool, dry_run: bool, from_file: Any) -> None:
-    """Erase one subject (KEY) or many (--from-file)."""
+    """Erase one subject (KEY) or many (--from-file).
+
+    \b
+    Example:
+        pyctl erase 42 --reason "retention ended" --dry-run
+    """
     if bool(key) == bool(from_file):
         raise click.UsageError("give a KEY or --from-file KEYS")
     if not reason:
@@ -748,6 +761,9 @@ def erase_run(key: str | None, reason: str | None, reference: str | None, subjec
     click.echo(f"erased {subject}/{result['subject_key']}: {total} row(s); ledger event {result['ledger_seq']}"
                + (f"; {kept} shared row(s) kept (still referenced by other data)" if kept else "")
                + f"; certificate: pyctl erase certificate {result['id']}", err=True)
+
+
+EraseGroup.default = erase_run
 
 
 def _blockers(blockers: list[dict[str, Any]]) -> str:
