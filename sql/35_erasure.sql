@@ -354,7 +354,7 @@ begin
             insert into privacy.erasure_rows (erasure_id, table_name, row_hash)
             select i.id, privacy.qualified(p.table_schema, p.table_name), e->>2
               from pg_catalog.jsonb_array_elements(v_rows) e
-              join pg_catalog.unnest(p_keys, p_ids) i(k, id) on i.k = e->>0;
+              join rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(p_ids)) i(k, id) on i.k = e->>0;
         end if;
         select pg_catalog.jsonb_object_agg(k.k, (v_result -> k.k) || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
                    'table', privacy.qualified(p.table_schema, p.table_name),
@@ -564,7 +564,8 @@ end;
 $$;
 
 -- Erases many subjects in one transaction; per key: 'erased' (with the erasure's id
--- and tables), 'skipped' (a hold or a legal-claims restriction is active: named),
+-- and tables, and batch: whether all at once or, where something stood in the way of
+-- that, one by one), 'skipped' (a hold or a legal-claims restriction is active: named),
 -- 'unknown' (no such subject, or already erased), or 'failed' (the error; nothing of
 -- that subject was changed).
 create or replace function privacy.erase_many(p_subject_type text, p_keys text[], p_reason text, p_reference text default null)
@@ -653,12 +654,13 @@ begin
         for i in 1 .. pg_catalog.cardinality(v_keys) loop
             select * into e from privacy.erasures x where x.id = v_ids[i];
             v_out[v_slot[i]] := pg_catalog.jsonb_build_array(v_out[v_slot[i]]->>0, 'erased',
-                privacy.record_erasure(e, v_bulk -> v_keys[i], null));
+                privacy.record_erasure(e, v_bulk -> v_keys[i], null) || '{"batch": true}');
         end loop;
     exception when others then
         for i in 1 .. pg_catalog.cardinality(v_keys) loop
             begin
-                v_out[v_slot[i]] := pg_catalog.jsonb_build_array(v_out[v_slot[i]]->>0, 'erased', privacy.perform_erasure(v_ids[i], false, null));
+                v_out[v_slot[i]] := pg_catalog.jsonb_build_array(v_out[v_slot[i]]->>0, 'erased',
+                    privacy.perform_erasure(v_ids[i], false, null) || '{"batch": false}');
             exception when others then
                 v_out[v_slot[i]] := pg_catalog.jsonb_build_array(v_out[v_slot[i]]->>0, 'failed',
                     pg_catalog.jsonb_build_object('why', pg_catalog.regexp_replace(sqlerrm, '^privacy: ', '')));

@@ -156,7 +156,7 @@ def test_erase_many_falls_back_to_one_by_one_where_a_row_is_shared(db: Db) -> No
     # Dee's address is also a member of staff's: the all-at-once delete cannot take it, one by one keeps it.
     rows = db.steward.execute("select subject_key, outcome, detail from privacy.erase_many('customer', %s, 'accounts closed')",
                               (["4", "1"],)).fetchall()
-    assert [(k, o) for k, o, _ in rows] == [("4", "erased"), ("1", "erased")]
+    assert [(k, o, d["batch"]) for k, o, d in rows] == [("4", "erased", False), ("1", "erased", False)]
     assert {t["table"]: t.get("kept") for t in rows[0][2]["tables"]}["public.addresses"] == 1
     assert db.scalar("select count(*) from addresses where id in (1, 4)") == 1
     assert db.scalar("select count(*) from privacy.ledger where event = 'erasure'") == 2
@@ -168,7 +168,8 @@ def test_erase_many_all_at_once_matches_one_by_one(db: Db) -> None:
     bulk = db.steward.execute("select detail from privacy.erase_many('customer', %s, 'r')", (["1", "2"],)).fetchall()
     assert {t["table"]: (t["rows"], t["sha256"]) for t in bulk[0][0]["tables"]} == \
         {t["table"]: (t["rows"], t["sha256"]) for t in dry["tables"]}
-    assert [t["rows"] for t in bulk[0][0]["tables"]] and sum(t["rows"] for t in bulk[0][0]["tables"]) == sum(ADA.values())
+    assert bulk[0][0]["batch"] is True and bulk[1][0]["batch"] is True
+    assert sum(t["rows"] for t in bulk[0][0]["tables"]) == sum(ADA.values())
     cert = db.scalar("select privacy.erasure_certificate(%s)", (bulk[0][0]["id"],), user="steward_user")
     assert cert["valid"], cert["checks"]
     assert all(n == 0 for n in rows_of(db, 1).values()) and all(n == 0 for n in rows_of(db, 2).values())
