@@ -203,7 +203,11 @@ def status() -> None:
                 "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'legal_hold') as active_holds, "
                 "(select count(*) from privacy.processing_restrictions where released_at is null and kind = 'restriction') as active_restrictions, "
                 "(select count(*) from privacy.recipient_notices where acked_at is null) as pending_notices, "
-                "(select is_copy from privacy.copy_status()) as unsynced_copy"
+                "(select is_copy from privacy.copy_status()) as unsynced_copy, "
+                "(select count(*) from privacy.erasures where state = 'erased') as erased_subjects, "
+                "(select count(*) from privacy.erasures where state = 'pending') as pending_erasures, "
+                "(select coalesce(array_agg(distinct subject_type || '/' || subject_key), '{}') "
+                "   from privacy.erased_rows_present()) as erased_data_present"
             ).fetchone() or {}
             migrations: list[str] = []
             for schema in ("privacy", "public"):
@@ -224,6 +228,8 @@ def status() -> None:
     data = {"toolkit_version": __version__, **info, "migrations": migrations, "subject_types": subjects, "tables": tables}
     if settings().json:
         emit_json(data)
+        if info.get("erased_data_present"):
+            raise PyctlError(f"rows of {len(info['erased_data_present'])} erased subject(s) are present")
         return
     click.echo(f"toolkit {__version__}, installed {info.get('installed_version')}"
                f"{' (read-only follower)' if info.get('follower') else ''}")
@@ -234,10 +240,18 @@ def status() -> None:
                    "the primary since are missing; run pyctl sync from the primary, or pyctl ledger import here")
     click.echo(f"active legal holds: {info.get('active_holds')}, active processing restrictions: {info.get('active_restrictions')}, "
                f"pending recipient notices: {info.get('pending_notices')}")
+    click.echo(f"erased subjects: {info.get('erased_subjects')}, queued erasures: {info.get('pending_erasures')}")
+    back = info.get("erased_data_present") or []
+    if back:
+        click.echo(f"ERROR: rows of {len(back)} erased subject(s) are here again ({', '.join(back[:5])}"
+                   f"{', ...' if len(back) > 5 else ''}): a restore or rollback brought them back; pyctl sync from the primary "
+                   "erases them again (pyctl doctor names the tables)")
     click.echo("")
     table(subjects, ["subject_type", "root_table", "key_column"], "no subject types yet")
     click.echo("")
     table(tables, ["table", "subject_type", "path", "enforcement", "detail"], "no protected tables yet")
+    if back:
+        raise PyctlError(f"rows of {len(back)} erased subject(s) are present")
 
 
 _TABLES_QUERY = """
@@ -745,13 +759,187 @@ def purpose_list() -> None:
     show(rows, ["name", "role", "mark_bit", "members", "description"], "no purposes: pyctl purpose add NAME")
 
 
-def _uuid(value: str) -> str:
+class EraseGroup(PyctlGroup):
+    """`erase KEY ...` and `erase --from-file F ...` run the group's default command; `pending` and `certificate` are subcommands."""
+
+    default: click.Command | None = None
+    DEFAULT = "KEY"  # never in self.commands: whatever the first argument is, it reaches the default command
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == self.DEFAULT:
+            return self.default
+        return super().get_command(ctx, cmd_name)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.DEFAULT, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=EraseGroup)
+def erase() -> None:
+    """Erase a subject's data once no hold needs it (GDPR Art. 17), with proof.
+
+    \b
+    pyctl erase KEY --reason TEXT [--reference REF] [--subject TYPE] [--after-holds] [--dry-run]
+    pyctl erase --from-file KEYS --reason TEXT [--reference REF] [--subject TYPE]
+    pyctl erase pending
+    pyctl erase certificate ID
+
+    Deletes every row of the subject from every protected table, children before
+    parents, in one transaction, and leaves one 'erasure' ledger event with per-table
+    row counts and digests. Refused while a legal hold or a legal-claims restriction
+    is active (naming it); --after-holds queues it until the last one is released.
+    Stewards only. `pyctl sync` replays erasures onto forks and restored backups.
+
+    \b
+    Example:
+        pyctl erase 42 --reason "retention ended" --dry-run
+        pyctl erase 42 --reason "case settled, retention ended" --reference "DPO-2027-14" --after-holds
+        pyctl erase --from-file closed-accounts.txt --reason "accounts closed in 2019"
+    """
+
+
+@click.command("erase")
+@click.argument("key", required=False)
+@click.option("--reason", metavar="TEXT", help="Why the data goes (retention ended, the subject's request).")
+@click.option("--reference", metavar="REF", help="The decision: a ticket, the DPO's instruction, the order.")
+@click.option("--subject", "subject_type", metavar="TYPE", help="Subject type (default: the only one).")
+@click.option("--after-holds", is_flag=True, help="Queue it while a hold is active: it runs when the last hold is released.")
+@click.option("--dry-run", is_flag=True, help="Print the per-table counts and what stands in the way; change nothing.")
+@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8"), metavar="KEYS",
+              help="Erase many subjects (one key a line; # comments), in one transaction.")
+@json_option
+def erase_run(key: str | None, reason: str | None, reference: str | None, subject_type: str | None,
+              after_holds: bool, dry_run: bool, from_file: Any) -> None:
+    """Erase one subject (KEY) or many (--from-file).
+
+    \b
+    Example:
+        pyctl erase 42 --reason "retention ended" --dry-run
+    """
+    if bool(key) == bool(from_file):
+        raise click.UsageError("give a KEY or --from-file KEYS")
+    if not reason:
+        raise click.UsageError("--reason is required")
+    subject = default_subject(subject_type)
+    if from_file:
+        if after_holds or dry_run:
+            raise click.UsageError("--after-holds and --dry-run take a single KEY")
+        keys = [line.strip() for line in from_file if line.strip() and not line.strip().startswith("#")]
+        if not keys:
+            raise PyctlError("the file lists no keys")
+        rows = run("select subject_key as key, outcome, detail from privacy.erase_many(%s, %s, %s, %s)",
+                   (subject, keys, reason, reference))
+        if settings().json:
+            emit_json(rows)
+        else:
+            table([{"key": r["key"], "outcome": r["outcome"],
+                     "detail": (r["detail"] or {}).get("why") or _erased_summary(r["detail"] or {})} for r in rows],
+                  ["key", "outcome", "detail"])
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+        click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())), err=True)
+        if counts.get("failed"):
+            raise PyctlError(f"{counts['failed']} subject(s) could not be erased: see above; the others were")
+        return
+    result = run("select privacy.erase(%s, %s, %s, %s, %s, %s) as r",
+                 (subject, key, reason, reference, after_holds, dry_run))[0]["r"]
+    if settings().json:
+        emit_json(result)
+        return
+    state = result.get("state")
+    if state == "pending":
+        click.echo(result["id"])
+        click.echo(f"erasure {result['id']} of {subject}/{result['subject_key']} queued: it runs when "
+                   f"{_blockers(result.get('waiting_for') or [])} is released", err=True)
+        return
+    table(result.get("tables") or [], ["table", "rows", "sha256"] + (["kept"] if any("kept" in t for t in result.get("tables") or []) else []))
+    total = sum(int(t.get("rows", 0)) for t in result.get("tables") or [])
+    if state == "dry_run":
+        waiting = result.get("waiting_for") or []
+        click.echo(f"dry run: {total} row(s) of {subject}/{result['subject_key']} would be erased; nothing was changed"
+                   + (f"; refused now: {_blockers(waiting)} is active (--after-holds queues it)" if waiting else ""), err=True)
+        return
+    kept = sum(int(t.get("kept", 0)) for t in result.get("tables") or [])
+    click.echo(f"erased {subject}/{result['subject_key']}: {total} row(s); ledger event {result['ledger_seq']}"
+               + (f"; {kept} shared row(s) kept (still referenced by other data)" if kept else "")
+               + f"; certificate: pyctl erase certificate {result['id']}", err=True)
+
+
+EraseGroup.default = erase_run
+
+
+def _blockers(blockers: list[dict[str, Any]]) -> str:
+    return ", ".join(f"legal hold {b['id']} (case {b.get('case')})" if b.get("kind") == "legal_hold"
+                     else f"restriction {b['id']} (legal-claims)" for b in blockers) or "nothing"
+
+
+def _erased_summary(detail: dict[str, Any]) -> str:
+    tables = detail.get("tables") or []
+    return f"erasure {detail.get('id')}: {sum(int(t.get('rows', 0)) for t in tables)} row(s) in {len(tables)} table(s)"
+
+
+@erase.command("pending")
+@json_option
+def erase_pending() -> None:
+    """List queued erasures and what each waits for.
+
+    \b
+    Example:
+        pyctl erase pending
+    """
+    rows = run("select id, subject_type || '/' || subject_key as subject, reason, reference, requested_by, requested_at, "
+               "waiting_for, why from privacy.pending_erasures()", write=False)
+    if settings().json:
+        emit_json(rows)
+    else:
+        table(rows, ["id", "subject", "reason", "requested_by", "requested_at", "why"], "no queued erasures")
+
+
+@erase.command("certificate")
+@click.argument("erasure_id", metavar="ID")
+@json_option
+def erase_certificate(erasure_id: str) -> None:
+    """Print the certificate of an erasure and check it against the ledger; exit 1 if a check fails.
+
+    What was destroyed (per table: rows and the sha256 of their row hashes), when, by
+    whom, why, and its ledger entry; checked: the entry is there and its hash covers
+    it, the chain verifies, the recorded row hashes add up, no row of the subject is back.
+
+    \b
+    Example:
+        pyctl erase certificate 5d0c...
+        pyctl --json erase certificate 5d0c... > certificate.json
+    """
+    doc = run("select privacy.erasure_certificate(%s::uuid) as c", (_uuid(erasure_id, "an erasure"),), write=False)[0]["c"]
+    if settings().json:
+        emit_json(doc)
+    else:
+        c = doc["certificate"]
+        click.echo(f"CERTIFICATE OF ERASURE {c['erasure_id']}")
+        click.echo(f"subject:      {c['subject_type']}/{c['subject_key']}")
+        click.echo(f"reason:       {c.get('reason')}" + (f" (reference {c['reference']})" if c.get("reference") else ""))
+        click.echo(f"requested by: {c.get('requested_by')} at {c.get('requested_at')}")
+        click.echo(f"erased by:    {c.get('erased_by')} at {c.get('erased_at')}" + (f" (replayed from {c['source']})" if c.get("source") else ""))
+        click.echo(f"ledger:       event {c['ledger']['seq']} ({c['ledger']['event']}), sha256 {c['ledger']['hash']}")
+        click.echo(f"rows erased:  {c.get('rows')}")
+        table(c.get("tables") or [], ["table", "rows", "sha256"])
+        for name, ok in doc["checks"].items():
+            click.echo(f"check {name}: {'ok' if ok else 'FAILED'}")
+    if not doc["valid"]:
+        failed = [k for k, v in doc["checks"].items() if not v]
+        raise PyctlError(f"erasure {erasure_id}: the certificate does not check out ({', '.join(failed)})")
+
+
+def _uuid(value: str, what: str = "a hold or restriction") -> str:
     import uuid
 
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise PyctlError(f"{value!r} is not a hold or restriction id (a UUID)") from None
+        raise PyctlError(f"{value!r} is not {what} id (a UUID)") from None
 
 
 # -- ledger and history ------------------------------------------------------------------
@@ -1247,8 +1435,13 @@ def _print_sync(reports: list[dict[str, Any]]) -> None:
         click.echo(f"{r['target']}: synced up to event {r.get('up_to_seq')} of {r['source']}; registry +{r['registry']}; "
                    f"source entries replayed: {entries}; rows re-marked {r.get('rows_remarked', 0)}; "
                    f"conflicts {r.get('conflicts', 0)}; refused {r.get('refused', 0)}")
+        for x in r.get("erasures_reapplied") or []:
+            click.echo(f"  erasure {x.get('erasure')} of {x.get('subject')}: {x.get('outcome')}" + (f" ({x['why']})" if x.get("why") else ""))
         for c in r.get("conflict_details", []):
             d = c["detail"]
+            if d.get("operation") == "ERASE":
+                click.echo(f"  conflict: erasure {d.get('erasure')} of {d.get('subject')} (source entry {c['source_seq']}): {d.get('why')}")
+                continue
             click.echo(f"  conflict: {d.get('operation')} {d.get('table')} {json.dumps(d.get('row'))} (source entry {c['source_seq']}): "
                        f"the row no longer holds {json.dumps(d.get('before'))}; left alone")
         for c in r.get("refused_details", []):

@@ -1,4 +1,4 @@
-"""`pyctl demo`: a legal hold and a processing restriction, on a throwaway shop."""
+"""`pyctl demo`: a legal hold, a processing restriction and an erasure after the hold, on a throwaway shop."""
 
 from __future__ import annotations
 
@@ -167,9 +167,17 @@ def run_demo(pyctl: click.Command, keep: bool = False) -> None:
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _say()
 
-        _say("4. The case is settled: counsel releases the hold, and Cy's data may go.")
+        _say("4. Cy's account is closed and the shop no longer needs the data, but the hold keeps it:")
+        _say("   the erasure (GDPR Art. 17) is refused now, so it is decided now and queued until the hold ends.")
+        _pyctl(pyctl, dsn, "erase", "3", "--reason", "account closed; retention ended", expect_failure=True)
+        erasure_id = _pyctl(pyctl, dsn, "erase", "3", "--reason", "account closed; retention ended", "--reference", "DPO ticket 88",
+                            "--after-holds")
+        _pyctl(pyctl, dsn, "erase", "pending")
+        _say("   The case is settled: counsel releases the hold, and the queued erasure runs in the same transaction,")
+        _say("   children before parents; the ledger keeps counts and digests of what was destroyed, never the data.")
         _pyctl(pyctl, dsn, "hold", "release", hold_id, "--reason", "case settled", "--reference", "dismissal order 2027-01-15")
-        _try_as_app(app_dsn, "delete from customers where id = 3")
+        _as_app(app_dsn, "customers", "select name from customers order by id")
+        _pyctl(pyctl, dsn, "erase", "certificate", erasure_id)
         _pyctl(pyctl, dsn, "history", "2")
         _say()
 

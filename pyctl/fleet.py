@@ -97,17 +97,38 @@ def copy_report(primary: psycopg.Connection, row: dict[str, Any]) -> dict[str, A
             copy_ids = {r[0] for r in conn.execute("select id from privacy.processing_restrictions").fetchall()}
             report["ahead"] = len(copy_ids - primary_ids)
             report["ok"] = report["behind"] == 0
+            back = erased_here_present_there(primary, conn)
+            report["erased_rows_present"] = back
+            if back:
+                report["ok"] = False
             if prefix == 0 and not synced:
                 report["ok"] = False
                 report["detail"] = "shares no ledger history with this database"
             elif copy_head is not None and report["behind"]:
                 report["detail"] = f"{report['behind']} event(s) behind: pyctl sync {row['name']}"
+            if back:
+                report["detail"] = (f"holds rows of {len(back)} subject(s) erased here ({', '.join(back[:5])}"
+                                    f"{', ...' if len(back) > 5 else ''}): pyctl sync {row['name']}"
+                                    + (f"; {report['detail']}" if report["detail"] else ""))
         return report
     except psycopg.Error as exc:
         report["detail"] = describe(exc)
         return report
     finally:
         conn.close()
+
+
+def erased_here_present_there(primary: psycopg.Connection, copy: psycopg.Connection) -> list[str]:
+    """The subjects erased on the primary of which the copy still holds rows (an unsynced fork or restored backup)."""
+    subjects = [[r[0], r[1]] for r in primary.execute(
+        "select distinct subject_type, subject_key from privacy.erasures where state = 'erased'").fetchall()]
+    if not subjects:
+        return []
+    if copy.execute("select to_regprocedure('privacy.rows_of_subjects(jsonb)') is null").fetchone() == (True,):
+        return []  # a copy with an older toolkit: sync installs nothing, the erasures replay once it is upgraded
+    rows = copy.execute("select distinct subject_type || '/' || subject_key from privacy.rows_of_subjects(%s) order by 1",
+                        (Jsonb(subjects),)).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def wait_for_followers(primary: psycopg.Connection, timeout: float) -> list[str]:
@@ -232,7 +253,7 @@ def _check_target(target: psycopg.Connection, state: dict[str, Any], label: str)
 # sync stopped half-way keeps whole entries and resumes after the last one.
 REPLAYED_EVENTS = {"hold_placed", "restriction_placed", "restriction_verified", "subject_notified", "release_approved",
                    "hold_released", "restriction_released", "hold_digested", "correction", "break_glass_change",
-                   "purpose_added", "exception_granted", "exception_withdrawn"}
+                   "purpose_added", "exception_granted", "exception_withdrawn", "erasure"}
 
 
 def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -295,6 +316,11 @@ def sync(target_dsn: str, state: dict[str, Any], label: str, progress: bool = Fa
                                                                     for e in batch}
                 digests = [d for d in state["digests"] if d["hold_id"] in holds]
                 rows = [d for d in state["digest_rows"] if d["hold_id"] in holds]
+                # the hashes of the rows an erasure in the batch erased travel with the digest rows
+                erasures = {str(p.get("erasure_id")) for e in batch
+                            for p in ((e.get("payload") or {}), (((e.get("payload") or {}).get("entry") or {}).get("payload") or {}))
+                            if p.get("erasure_id")}
+                rows += [r for r in state.get("erasure_rows") or [] if str(r["erasure_id"]) in erasures]
                 with target.transaction():
                     results = target.execute("select privacy.sync_replay(%s, %s, %s, %s, %s, %s)",
                                              (source, prefix, Jsonb(batch), Jsonb(digests), Jsonb(rows), Jsonb(tables))).fetchone()[0]  # type: ignore[index]

@@ -290,6 +290,11 @@ begin
         select c.ledger_seq, pg_catalog.format('correction %s has no ledger entry', c.id)
           from privacy.corrections c
          where not exists (select 1 from privacy.ledger l where l.seq = c.ledger_seq)
+        union all
+        select e.ledger_seq, pg_catalog.format('erasure %s has no ledger entry', e.id)
+          from privacy.erasures e
+         where e.state = 'erased'
+           and not exists (select 1 from privacy.ledger l where l.seq = e.ledger_seq and l.event in ('erasure', 'synced_erasure'))
     loop
         return next;
         return;

@@ -430,6 +430,10 @@ begin
         return case when tg_op = 'DELETE' then old else new end;  -- attached: the parent's trigger judges it
     end if;
     if tg_op = 'DELETE' then
+        if exists (select 1 from privacy.erasure_in_progress e where e.xact = pg_catalog.pg_current_xact_id_if_assigned())
+           and privacy.erasing(%1$s_subjects(%2$s)) then
+            return old;  -- the toolkit's erasure of every subject of the row (sql/35_erasure.sql): not a correction
+        end if;
         if old.privacy_mark & 1 <> 0 then
             if privacy.break_glass_reason() is null then
                 perform privacy.refuse(tg_relid, 'DELETE', old.privacy_mark, %1$s_subjects(%2$s));

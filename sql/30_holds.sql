@@ -383,6 +383,8 @@ begin
     perform privacy.guard_held_relations(r.subject_type);
     perform privacy.ledger_append('hold_released', r.subject_type, r.subject_key, p_id,
         pg_catalog.jsonb_build_object('reason', p_reason, 'reference', p_reference));
+    -- The last hold gone: an erasure queued with --after-holds runs now, in this transaction.
+    perform privacy.run_pending_erasure(r.subject_type, r.subject_key);
 end;
 $$;
 
@@ -419,6 +421,8 @@ begin
         pg_catalog.jsonb_build_object('reason', coalesce(p_reason, 'lifecycle complete'),
             'forced', coalesce(p_force, false) and pg_catalog.cardinality(v_missing) > 0,
             'missing_steps', pg_catalog.to_jsonb(v_missing)));
+    -- A legal-claims restriction kept a queued erasure waiting (Art. 17(3)(e)).
+    perform privacy.run_pending_erasure(r.subject_type, r.subject_key);
 end;
 $$;
 
@@ -497,6 +501,9 @@ begin
     select * into p from privacy.protected_tables x where x.id = p_table_id;
     if p.id is null then
         perform privacy.fail(pg_catalog.format('protected table %s is not registered', p_table_id));
+    end if;
+    if p_operation = 'DELETE' and privacy.erasing(p_subjects) then
+        return;  -- the toolkit's erasure: its ledger event records counts and digests, never the values
     end if;
     if p_operation = 'UPDATE' then
         select pg_catalog.jsonb_object_agg(o.key, o.value), pg_catalog.jsonb_object_agg(o.key, v_new -> o.key)

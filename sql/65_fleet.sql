@@ -102,6 +102,9 @@ as $$
         'digests', (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(d)), '[]') from privacy.hold_digests d),
         'digest_rows', (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(d)), '[]') from privacy.hold_digest_rows d),
         'corrections', (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(c) order by c.id), '[]') from privacy.corrections c),
+        -- The hashes of erased rows (never the rows): a copy erases only rows among them.
+        'erasure_rows', (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(r)), '[]') from privacy.erasure_rows r
+                           join privacy.erasures e on e.id = r.erasure_id where e.state = 'erased'),
         'ledger', case when p_with_ledger then
             (select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(l) - 'prev_hash' - 'hash'
                         || pg_catalog.jsonb_build_object('prev_hash', pg_catalog.encode(l.prev_hash, 'hex'), 'hash', pg_catalog.encode(l.hash, 'hex'))
@@ -252,6 +255,10 @@ begin
             v_vouch || pg_catalog.jsonb_build_object('entry', p_entry));
         return query select 'applied'::text, pg_catalog.jsonb_build_object('id', e.restriction_id);
         return;
+    elsif e.event = 'erasure' then
+        -- The erased rows' hashes come with the hold digests' rows (p_digest_rows), by erasure_id.
+        return query select * from privacy.sync_erasure(p_source, e, p_digest_rows, v_vouch || pg_catalog.jsonb_build_object('entry', p_entry));
+        return;
     elsif e.event in ('correction', 'break_glass_change') then
         v_rel := pg_catalog.to_regclass(v_payload->>'table');
         v_registry := privacy.registry_row(v_rel);
@@ -391,6 +398,7 @@ declare
     p privacy.protected_tables;
     v_remarked bigint := 0;
     v_summary jsonb;
+    v_erasures jsonb;
 begin
     if v_first then
         for p in select * from privacy.protected_tables order by id loop
@@ -399,6 +407,8 @@ begin
             end if;
         end loop;
     end if;
+    -- Erasures stay erased: rows of erased subjects that a restore or rollback brought back go again.
+    v_erasures := privacy.reapply_erasures();
     insert into privacy.sync_sources (source_identity, source_name, last_seq, first_synced_at, last_synced_at)
     values (p_source, p_source_name, p_last_seq, pg_catalog.now(), pg_catalog.now())
     on conflict (source_identity) do update set source_name = excluded.source_name, last_seq = excluded.last_seq,
@@ -406,7 +416,7 @@ begin
     insert into privacy.settings (name, value) values ('database_identity', privacy.database_identity())
     on conflict (name) do update set value = excluded.value;
     select pg_catalog.jsonb_build_object('source', p_source, 'source_name', p_source_name, 'up_to_seq', p_last_seq,
-           'rows_remarked', v_remarked,
+           'rows_remarked', v_remarked, 'erasures_reapplied', v_erasures,
            'conflicts', (select pg_catalog.count(*) from privacy.sync_replayed a where a.source_identity = p_source and a.outcome = 'conflict'),
            'refused', (select pg_catalog.count(*) from privacy.sync_replayed a where a.source_identity = p_source and a.outcome = 'refused'))
       into v_summary;

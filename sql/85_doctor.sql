@@ -325,8 +325,20 @@ begin
     for r in select * from privacy.copy_status() c where c.is_copy loop
         severity := 'error'; category := 'unsynced copy'; object := r.current_identity;
         finding := pg_catalog.format('this database is a copy (identity %s; installed as %s): holds, restrictions, releases and '
-                                     'corrections made on the primary since it was taken are missing here', r.current_identity, r.recorded_identity);
+                                     'corrections made on the primary since it was taken are missing here, and rows of subjects erased there since may be back', r.current_identity, r.recorded_identity);
         fix := 'on the primary: pyctl fleet add NAME --dsn ... --kind fork|backup, then pyctl sync NAME; or here: pyctl ledger import FILE';
+        fix_sql := null;
+        return next;
+    end loop;
+
+    -- Rows of subjects erased here or at a source: a restore, a rollback or a reused key brought them back.
+    for r in select x.erasure_id, x.subject_type, x.subject_key, pg_catalog.string_agg(x.table_name || ' (' || x.rows || ')', ', ') as tables
+               from privacy.erased_rows_present() x group by 1, 2, 3 order by 2, 3 loop
+        severity := 'error'; category := 'erased data present'; object := r.subject_type || '/' || r.subject_key;
+        finding := pg_catalog.format('subject %s/%s was erased (erasure %s) but has rows here again: %s',
+                                     r.subject_type, r.subject_key, r.erasure_id, r.tables);
+        fix := 'pyctl sync from the primary erases them again (or, if this is the primary: pyctl erase certificate ' || r.erasure_id
+               || ' shows what was erased; find where the rows came from)';
         fix_sql := null;
         return next;
     end loop;

@@ -45,6 +45,9 @@ as $$
         ('privacy.role_problems(name)', 'steward'),
         ('privacy.place_restriction(text,text,text,text,text[],text[])', 'steward'),
         ('privacy.add_exception(uuid,text,text)', 'steward'), ('privacy.withdraw_exception(uuid,text,text)', 'steward'),
+        ('privacy.erase(text,text,text,text,boolean,boolean)', 'steward'), ('privacy.erase_many(text,text[],text,text)', 'steward'),
+        ('privacy.pending_erasures()', 'steward'), ('privacy.erasure_certificate(uuid)', 'steward'),
+        ('privacy.rows_of_subjects(jsonb)', 'steward'), ('privacy.erased_rows_present()', 'steward'),
         -- the toolkit's owner: what the triggers and lifecycle functions use inside,
         -- registering tables, generating enforcement, and sync
         ('privacy.acting_role()', 'owner'), ('privacy.is_privileged(name,oid)', 'owner'),
@@ -99,7 +102,14 @@ as $$
         ('privacy.purpose_policies(text)', 'owner'), ('privacy.add_purpose(text,text)', 'owner'),
         ('privacy.grant_purpose(name,text)', 'owner'), ('privacy.checked_purposes(text[])', 'owner'),
         ('privacy.sync_restriction_purposes(privacy.ledger)', 'owner'),
-        ('privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)', 'owner'), ('privacy.purpose_findings(oid[])', 'owner')
+        ('privacy.sync_replay_purpose_entry(privacy.ledger,jsonb)', 'owner'), ('privacy.purpose_findings(oid[])', 'owner'),
+        ('privacy.erasure_blockers(text,text)', 'owner'), ('privacy.describe_blockers(jsonb)', 'owner'),
+        ('privacy.erasure_order(text)', 'owner'), ('privacy.erasing(jsonb)', 'owner'), ('privacy.lock_subject(text,text)', 'owner'),
+        ('privacy.erase_rows(text,text,uuid,text)', 'owner'), ('privacy.subject_exists(text,text)', 'owner'),
+        ('privacy.perform_erasure(uuid,boolean,jsonb)', 'owner'), ('privacy.run_pending_erasure(text,text)', 'owner'),
+        ('privacy.sync_erasure(text,privacy.ledger,jsonb,jsonb)', 'owner'), ('privacy.reapply_erasures()', 'owner'),
+        ('privacy.subjects_rows_sql(integer)', 'owner'), ('privacy.erase_rows_bulk(text,text[],uuid[])', 'owner'),
+        ('privacy.record_erasure(privacy.erasures,jsonb,jsonb)', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward
@@ -162,6 +172,6 @@ begin
     execute pg_catalog.format('grant select on privacy.processing_restrictions, privacy.subject_types, '
         'privacy.protected_tables, privacy.ledger, privacy.subject_marks, privacy.settings, privacy.corrections, '
         'privacy.recipients, privacy.recipient_notices, privacy.break_glass, privacy.hold_digests, '
-        'privacy.hold_digest_rows, privacy.discover_dismissals to %I', privacy.steward_role());
+        'privacy.hold_digest_rows, privacy.discover_dismissals, privacy.erasures, privacy.erasure_rows to %I', privacy.steward_role());
 end;
 $$;

@@ -1,7 +1,7 @@
 """Purpose-scoped restrictions (issue 19), under real roles.
 
-Four application roles: mkt_app serves marketing, billing_app billing, legal_app
-legal-claims, plain_app no purpose ("general"). Subjects as in tests/shop.sql.
+Four application roles: p_mkt_app serves marketing, p_billing_app billing, p_legal_app
+legal-claims, p_plain_app no purpose ("general"). Subjects as in tests/shop.sql.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from test_matrix import IDS, PATHS, Path, count, snapshot
 from conftest import Db, refused
 from pyctl.cli import main
 
-APPS = {"mkt_app": "marketing", "billing_app": "billing", "legal_app": "legal-claims", "plain_app": None}
+APPS = {"p_mkt_app": "marketing", "p_billing_app": "billing", "p_legal_app": "legal-claims", "p_plain_app": None}
 GRANTS = """
 grant usage on schema public, "crm data" to {r};
 grant select, insert, update, delete on all tables in schema public, "crm data" to {r};
@@ -65,11 +65,11 @@ def test_a_marketing_restriction_hides_the_rows_from_marketing_only(pdb: Db, pat
     place(pdb, 2, purposes=["marketing"])
     total = count(pdb, path, 2)
     assert total > 0
-    assert count(pdb, path, 2, "mkt_app") == 0
-    for role in ("billing_app", "legal_app", "plain_app", "steward_user", "shop_owner"):
+    assert count(pdb, path, 2, "p_mkt_app") == 0
+    for role in ("p_billing_app", "p_legal_app", "p_plain_app", "steward_user", "shop_owner"):
         assert count(pdb, path, 2, role) == total, role
     # Other subjects are untouched for marketing too.
-    assert count(pdb, path, 1, "mkt_app") == count(pdb, path, 1)
+    assert count(pdb, path, 1, "p_mkt_app") == count(pdb, path, 1)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
@@ -91,7 +91,7 @@ def test_a_role_serving_two_purposes_is_bound_by_either(pdb: Db) -> None:
 
 def test_release_of_a_scoped_restriction_gives_the_rows_back(pdb: Db) -> None:
     rid = place(pdb, 2, purposes=["marketing", "billing"])
-    assert pdb.scalar("select count(*) from orders where customer_id = 2", user="billing_app") == 0
+    assert pdb.scalar("select count(*) from orders where customer_id = 2", user="p_billing_app") == 0
     pdb.steward.execute("select privacy.release_restriction(%s, 'objection withdrawn', true)", (rid,))
     for role in APPS:
         assert pdb.scalar("select count(*) from orders where customer_id = 2", user=role) == 2, role
@@ -105,7 +105,7 @@ def test_release_of_a_scoped_restriction_gives_the_rows_back(pdb: Db) -> None:
 def test_the_marketing_role_cannot_change_or_add_rows_of_a_subject_restricted_for_marketing(pdb: Db, path: Path) -> None:
     place(pdb, 2, purposes=["marketing"])
     before = snapshot(pdb, path, 2)
-    mkt = conn(pdb, "mkt_app")
+    mkt = conn(pdb, "p_mkt_app")
     assert mkt.execute(f"update {path.table} set {path.change} where {path.where(2)}").rowcount == 0
     assert mkt.execute(f"delete from {path.table} where {path.where(2)}").rowcount == 0
     if path.insert:
@@ -117,19 +117,19 @@ def test_the_marketing_role_cannot_change_or_add_rows_of_a_subject_restricted_fo
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_the_billing_role_still_processes_a_subject_restricted_for_marketing(pdb: Db, path: Path) -> None:
     place(pdb, 2, purposes=["marketing"])
-    billing = conn(pdb, "billing_app")
+    billing = conn(pdb, "p_billing_app")
     assert billing.execute(f"update {path.table} set {path.change} where {path.where(2)}").rowcount == count(pdb, path, 2)
     if path.insert:
         billing.execute(path.insert.format(k=2))
     # Ordinary processing, not a steward's correction: nothing is journaled.
     assert pdb.scalar("select count(*) from privacy.corrections") == 0
     # The new rows carry the subject's mark: marketing does not see them either.
-    assert count(pdb, path, 2, "mkt_app") == 0
+    assert count(pdb, path, 2, "p_mkt_app") == 0
 
 
 def test_a_cascade_from_a_row_marketing_sees_into_rows_restricted_for_it_is_refused(pdb: Db) -> None:
     place(pdb, 2, purposes=["marketing"])
-    err = refused(conn(pdb, "mkt_app"), "delete from products where id = 2")  # product 2 cascades to Ben's items
+    err = refused(conn(pdb, "p_mkt_app"), "delete from products where id = 2")  # product 2 cascades to Ben's items
     assert "customer/2" not in str(err.diag.message_primary)
     assert pdb.scalar("select count(*) from order_items") == 7
 
@@ -138,9 +138,9 @@ def test_a_cascade_from_a_row_marketing_sees_into_rows_restricted_for_it_is_refu
 def test_an_exception_lets_its_role_read_but_not_write(pdb: Db, path: Path) -> None:
     place(pdb, 2, basis="accuracy", exceptions=["legal-claims"])
     total = count(pdb, path, 2)
-    legal = conn(pdb, "legal_app")
-    assert count(pdb, path, 2, "legal_app") == total > 0
-    for role in ("mkt_app", "billing_app", "plain_app"):
+    legal = conn(pdb, "p_legal_app")
+    assert count(pdb, path, 2, "p_legal_app") == total > 0
+    for role in ("p_mkt_app", "p_billing_app", "p_plain_app"):
         assert count(pdb, path, 2, role) == 0, role
     before = snapshot(pdb, path, 2)
     err = refused(legal, f"update {path.table} set {path.change} where {path.where(2)}")
@@ -156,12 +156,12 @@ def test_an_exception_lets_its_role_read_but_not_write(pdb: Db, path: Path) -> N
 def test_an_exception_added_later_and_withdrawn_is_in_the_ledger_and_history(pdb: Db) -> None:
     rid = place(pdb, 2, basis="accuracy")
     legal = "select count(*) from orders where customer_id = 2"
-    assert pdb.scalar(legal, user="legal_app") == 0
+    assert pdb.scalar(legal, user="p_legal_app") == 0
     pdb.steward.execute("select privacy.add_exception(%s, 'legal-claims', 'defence of claim 2026-CV-204')", (rid,))
-    assert pdb.scalar(legal, user="legal_app") == 2
-    assert pdb.scalar(legal, user="plain_app") == 0
+    assert pdb.scalar(legal, user="p_legal_app") == 2
+    assert pdb.scalar(legal, user="p_plain_app") == 0
     pdb.steward.execute("select privacy.withdraw_exception(%s, 'legal-claims', 'claim settled')", (rid,))
-    assert pdb.scalar(legal, user="legal_app") == 0
+    assert pdb.scalar(legal, user="p_legal_app") == 0
     events = pdb.su.execute("select event, payload from privacy.ledger where restriction_id = %s order by seq", (rid,)).fetchall()
     assert [e for e, _ in events] == ["restriction_placed", "exception_granted", "exception_withdrawn"]
     assert events[1][1] == {"purpose": "legal-claims", "reason": "defence of claim 2026-CV-204"}
@@ -187,7 +187,7 @@ def test_scoped_placement_is_a_ledger_event_with_its_purposes(pdb: Db) -> None:
 
 def test_only_stewards_place_exceptions_and_identity_comes_from_the_session(pdb: Db) -> None:
     rid = place(pdb, 2, basis="accuracy")
-    for role in ("mkt_app", "legal_app"):
+    for role in ("p_mkt_app", "p_legal_app"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn(pdb, role).execute("select privacy.add_exception(%s, 'legal-claims', 'I need it')", (rid,))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -260,8 +260,8 @@ def test_the_read_path_has_no_lookup_and_no_subplan(pdb: Db) -> None:
         assert filters and all(re.fullmatch(r"\(\(privacy_mark < 2\) OR .*\)|\(\(\(privacy_mark < 2\) OR .*\) AND "
                                             r"\(\(privacy_mark < 2\) OR .*\)\)", f) for f in filters), text
     # A general role's plan has only the one policy; a purpose role's has its purpose's too.
-    assert "privacy_mark & '4'" not in _plan(pdb, "plain_app", "select * from public.orders")
-    assert "((privacy_mark & '4'::smallint) = 0)" in _plan(pdb, "mkt_app", "select * from public.orders")
+    assert "privacy_mark & '4'" not in _plan(pdb, "p_plain_app", "select * from public.orders")
+    assert "((privacy_mark & '4'::smallint) = 0)" in _plan(pdb, "p_mkt_app", "select * from public.orders")
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_a_restored_backup_replays_purposes_scopes_and_exceptions(db: Db, tmp_pa
     dump = subprocess.run([cluster.bin("pg_dump"), "-Fc", "-d", db.dsn("postgres")], capture_output=True, check=True).stdout
     for name, description in (("marketing", ""), ("legal-claims", "")):
         db.owner.execute("select privacy.add_purpose(%s, %s)", (name, description))
-    for role, purpose in (("mkt_app", "marketing"), ("legal_app", "legal-claims")):
+    for role, purpose in (("p_mkt_app", "marketing"), ("p_legal_app", "legal-claims")):
         ensure_role(db, role)
         db.owner.execute(GRANTS.format(r=role))
         db.owner.execute("select privacy.grant_purpose(%s, %s)", (role, purpose))
@@ -336,15 +336,15 @@ def test_a_restored_backup_replays_purposes_scopes_and_exceptions(db: Db, tmp_pa
         assert proc.returncode == 0, proc.stderr.decode()
         result = CliRunner().invoke(main, ["--dsn", cluster.dsn(copy, user="shop_owner"), "ledger", "import", str(ledger_file)])
         assert result.exit_code == 0, result.output
-        for role in ("mkt_app", "legal_app"):
+        for role in ("p_mkt_app", "p_legal_app"):
             with psycopg.connect(cluster.dsn(copy, user="postgres"), autocommit=True) as su:
                 su.execute(GRANTS.format(r=role))
         def visible(role: str, key: int) -> int:
             with psycopg.connect(cluster.dsn(copy, user=role), autocommit=True) as c:
                 return int(c.execute("select count(*) from orders where customer_id = %s", (key,)).fetchone()[0])  # type: ignore[index]
-        assert (visible("mkt_app", 2), visible("legal_app", 2), visible("app", 2)) == (0, 2, 2)   # scoped to marketing
-        assert (visible("mkt_app", 3), visible("legal_app", 3), visible("app", 3)) == (0, 2, 0)   # legal-claims excepted
-        with psycopg.connect(cluster.dsn(copy, user="legal_app"), autocommit=True) as c:
+        assert (visible("p_mkt_app", 2), visible("p_legal_app", 2), visible("app", 2)) == (0, 2, 2)   # scoped to marketing
+        assert (visible("p_mkt_app", 3), visible("p_legal_app", 3), visible("app", 3)) == (0, 2, 0)   # legal-claims excepted
+        with psycopg.connect(cluster.dsn(copy, user="p_legal_app"), autocommit=True) as c:
             refused(c, "update orders set total = 1 where customer_id = 3")
         with psycopg.connect(cluster.dsn(copy), autocommit=True) as su:
             assert su.execute("select * from privacy.verify_ledger()").fetchall() == []
@@ -370,7 +370,7 @@ def test_an_export_manifest_records_scopes_and_exceptions(pdb: Db, tmp_path: obj
 def test_doctor_warns_of_an_application_role_that_serves_no_purpose(pdb: Db) -> None:
     findings = pdb.su.execute("select severity, category, object from privacy.doctor() "
                               "where category in ('role without purpose', 'purpose not inherited')").fetchall()
-    assert ("warning", "role without purpose", "plain_app") in findings
+    assert ("warning", "role without purpose", "p_plain_app") in findings
     assert not [f for f in findings if f[2] in APPS and APPS[f[2]]]  # the roles that serve a purpose
     assert not [f for f in findings if f[2] in ("steward_user", "shop_owner", "postgres")]
     ensure_role(pdb, "lazy_app")
