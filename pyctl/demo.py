@@ -167,7 +167,20 @@ def run_demo(pyctl: click.Command, keep: bool = False) -> None:
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _say()
 
-        _say("4. Cy's account is closed and the shop no longer needs the data, but the hold keeps it:")
+        _say("4. Ada (customer 1) objects to direct marketing (GDPR Art. 21(3)): the newsletter must stop,")
+        _say("   billing and support go on. A restriction scoped to the purpose 'marketing' does that.")
+        _pyctl(pyctl, dsn, "purpose", "add", "marketing", "--description", "newsletters and offers")
+        news_password = _pyctl(pyctl, dsn, "roles", "create-app", "newsletter_app", "--purpose", "marketing")
+        news_dsn = cluster.dsn("shop", user="newsletter_app") + f" password={news_password}"
+        _pyctl(pyctl, dsn, "restrict", "place", "1", "--basis", "objection", "--purpose", "marketing",
+               "--reason", "Ada objects to marketing, email of 2026-12-01")
+        _as_app(news_dsn, "customers", "select name from customers order by id", who="newsletter")
+        _try_as_app(news_dsn, "insert into orders values (11, 1, '2026-04-01', 100)", who="newsletter")
+        _as_app(app_dsn, "customers", "select name from customers order by id")
+        _try_as_app(app_dsn, "update orders set total_cents = 1250 where id = 10")
+        _say()
+
+        _say("5. Cy's account is closed and the shop no longer needs the data, but the hold keeps it:")
         _say("   the erasure (GDPR Art. 17) is refused now, so it is decided now and queued until the hold ends.")
         _pyctl(pyctl, dsn, "erase", "3", "--reason", "account closed; retention ended", expect_failure=True)
         erasure_id = _pyctl(pyctl, dsn, "erase", "3", "--reason", "account closed; retention ended", "--reference", "DPO ticket 88",
@@ -179,19 +192,6 @@ def run_demo(pyctl: click.Command, keep: bool = False) -> None:
         _as_app(app_dsn, "customers", "select name from customers order by id")
         _pyctl(pyctl, dsn, "erase", "certificate", erasure_id)
         _pyctl(pyctl, dsn, "history", "2")
-        _say()
-
-        _say("5. Ada (customer 1) objects to direct marketing (GDPR Art. 21(3)): the newsletter must stop,")
-        _say("   billing and support go on. A restriction scoped to the purpose 'marketing' does that.")
-        _pyctl(pyctl, dsn, "purpose", "add", "marketing", "--description", "newsletters and offers")
-        news_password = _pyctl(pyctl, dsn, "roles", "create-app", "newsletter_app", "--purpose", "marketing")
-        news_dsn = cluster.dsn("shop", user="newsletter_app") + f" password={news_password}"
-        _pyctl(pyctl, dsn, "restrict", "place", "1", "--basis", "objection", "--purpose", "marketing",
-               "--reason", "Ada objects to marketing, email of 2026-12-01")
-        _as_app(news_dsn, "customers", "select name from customers order by id", who="newsletter")
-        _try_as_app(news_dsn, "insert into orders values (11, 1, '2026-04-01', 100)", who="newsletter")
-        _as_app(app_dsn, "customers", "select name from customers order by id")
-        _try_as_app(app_dsn, "update orders set total_cents = 1250 where id = 10")
         _pyctl(pyctl, dsn, "ledger", "verify")
         _say()
 
