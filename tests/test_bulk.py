@@ -38,10 +38,12 @@ def test_one_unknown_key_refuses_the_whole_list_naming_every_unknown(db: Db) -> 
     before = record(db)
     with pytest.raises(psycopg.Error) as info:
         db.steward.execute("select * from privacy.place_holds('customer', %s, 'C-1', 'custodians')", (["1", "99", "2", "x", "98"],))
+    assert info.value.sqlstate == "PV002"  # the toolkit's "bad input" refusal
     message = str(info.value)
     assert "3 of 5 keys are not known subjects" in message and all(k in message for k in ("99", "x", "98"))
-    with pytest.raises(psycopg.Error, match="2 of 3 keys"):
+    with pytest.raises(psycopg.Error, match="2 of 3 keys") as info:
         db.steward.execute("select * from privacy.place_restrictions('customer', %s, 'accuracy', 'r')", (["1", "97", "96"],))
+    assert info.value.sqlstate == "PV002"
     assert record(db) == before
     with pytest.raises(psycopg.Error, match="no subject key given"):
         db.steward.execute("select * from privacy.place_holds('customer', '{}', 'C-1', 'custodians')")
