@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from . import __version__
 from . import install as installer
-from .commands import Settings, default_subject, json_option, key_list, print_placed, run, run_many, settings, show
+from .commands import Settings, default_subject, json_option, key_list, print_placed, prove_holds, run, run_many, settings, show
 from .db import PyctlError, connect, describe, require_installed, require_primary
 from .export import export_command
 from .output import emit_json, table
@@ -447,6 +447,10 @@ def hold_place(key: str | None, keys_file: TextIO | None, case_ref: str, reason:
     """Place a legal hold on a subject (or on every key of a file); prints the hold's id
     (with --from-file: each key and its hold's id).
 
+    The hold is in force when it is placed (one transaction for all the keys); then the
+    proof of each (its digests: what the held data is) is computed, each in a
+    transaction of its own. If that is interrupted, `pyctl hold prove --all` completes it.
+
     \b
     Example:
         pyctl hold place 42 --case 2026-CV-118 --reason "Smith v. Shop: preserve orders"
@@ -456,6 +460,24 @@ def hold_place(key: str | None, keys_file: TextIO | None, case_ref: str, reason:
     rows = run("select subject_key as key, hold_id as id from privacy.place_holds(%s, %s, %s, %s)",
                (default_subject(subject_type), keys, case_ref, reason), progress="placing the hold")
     print_placed(rows, many=keys_file is not None)
+    prove_holds([str(r["id"]) for r in rows])
+
+
+@hold.command("prove")
+@click.argument("hold_id", metavar="ID", required=False)
+@click.option("--all", "all_holds", is_flag=True, help="Every active hold whose proof is pending.")
+def hold_prove(hold_id: str | None, all_holds: bool) -> None:
+    """Compute the preservation proof of a hold placed without one yet (placement
+    interrupted after the hold took effect, or placed from SQL with privacy.place_hold).
+
+    \b
+    Example:
+        pyctl hold prove --all
+    """
+    if bool(hold_id) == all_holds:
+        raise click.UsageError("give a hold ID or --all")
+    ids = [_uuid(hold_id)] if hold_id else [str(r["hold_id"]) for r in run("select hold_id from privacy.pending_proofs()", write=False)]
+    click.echo(f"proved {prove_holds(ids)} hold(s)", err=True)
 
 
 @hold.command("release")

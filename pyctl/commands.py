@@ -83,6 +83,32 @@ def run(query: str | sql.SQL | sql.Composed, params: Any = None, *, write: bool 
 
 
 
+def prove_holds(hold_ids: list[str]) -> int:
+    """Compute the preservation proof of each hold, each in a transaction of its own
+    (privacy.prove_hold; one already proved is left as it is). On a terminal: progress.
+    Returns how many were proved; a failure names the holds still pending."""
+    conn = connect(settings().dsn)
+    ticker = _Ticker(f"computing the proof of {len(hold_ids)} hold(s)") if sys.stderr.isatty() else None
+    done = 0
+    try:
+        require_primary(conn)
+        if ticker:
+            conn.add_notice_handler(lambda diag: ticker.say(diag.message_primary or ""))
+            ticker.start()
+        for hold_id in hold_ids:
+            with conn.transaction():
+                conn.execute("select privacy.prove_hold(%s::uuid)", (hold_id,))
+            done += 1
+        return done
+    except psycopg.Error as exc:
+        raise PyctlError(f"the hold(s) are in force, but {len(hold_ids) - done} proof(s) are still pending "
+                         f"({describe(exc)}); run pyctl hold prove --all to complete them") from None
+    finally:
+        if ticker:
+            ticker.stop()
+        conn.close()
+
+
 def run_many(statements: list[tuple[str, Any]]) -> None:
     """Run several writing statements in one transaction."""
     conn = connect(settings().dsn)

@@ -125,10 +125,13 @@ end;
 $$;
 
 -- Places one legal hold per key (a custodian list), in one transaction: every key
--- must be a known subject or nothing is placed. Each hold gets its rows marked, its
--- preservation digest and its two ledger entries, exactly as place_hold; the digests
--- are computed before any ledger entry is appended (appending takes the ledger's lock
--- until commit, which every other placement, release, refusal and export needs).
+-- must be a known subject or nothing is placed. Each hold gets its rows marked and
+-- its hold_placed ledger entry, exactly as place_hold. The holds are in force when
+-- this commits; each one's preservation proof (its digests, sql/75_digests.sql) is
+-- computed next, in a transaction of its own: privacy.prove_hold, which pyctl runs
+-- right after, and release_hold and verify_hold run first where it is still pending.
+-- Appending takes the ledger's lock until commit (every other placement, release,
+-- refusal and export needs it), so the entries come last.
 create or replace function privacy.place_holds(p_subject_type text, p_keys text[], p_case text, p_reason text)
     returns table (subject_key text, hold_id uuid)
     volatile
@@ -139,7 +142,6 @@ as $$
 declare
     v_keys text[];
     v_ids uuid[] := '{}';
-    v_digests jsonb[] := '{}';
     v_id uuid;
     i integer;
 begin
@@ -152,16 +154,12 @@ begin
         values ('legal_hold', p_subject_type, v_keys[i], p_case, p_reason, session_user, privacy.acting_role())
         returning id into v_id;
         perform privacy.refresh_subject(p_subject_type, v_keys[i]);
-        -- The preservation proof: what the data is as the hold begins (sql/75_digests.sql).
         v_ids := v_ids || v_id;
-        v_digests := v_digests || privacy.digest_hold(v_id);
     end loop;
     perform privacy.guard_held_relations(p_subject_type);  -- DROP of what they hold refused (55_ddl_guards.sql)
     for i in 1 .. pg_catalog.cardinality(v_keys) loop
         perform privacy.ledger_append('hold_placed', p_subject_type, v_keys[i], v_ids[i],
             pg_catalog.jsonb_build_object('case', p_case, 'reason', p_reason));
-        perform privacy.ledger_append('hold_digested', p_subject_type, v_keys[i], v_ids[i],
-            pg_catalog.jsonb_build_object('tables', v_digests[i]));
         subject_key := v_keys[i]; hold_id := v_ids[i];
         return next;
     end loop;
@@ -169,7 +167,8 @@ end;
 $$;
 
 -- Places a legal hold on one subject: until released, none of its rows in any
--- protected table can be changed or deleted, by anyone. Returns the hold's id.
+-- protected table can be changed or deleted, by anyone. Returns the hold's id; its
+-- proof is pending until privacy.prove_hold(id) has run (pyctl hold place runs it).
 create or replace function privacy.place_hold(p_subject_type text, p_key text, p_case text, p_reason text)
     returns uuid
     volatile
@@ -374,6 +373,8 @@ begin
     perform privacy.heal();
     perform privacy.require_text(p_reason, 'releasing a legal hold needs a reason');
     perform privacy.require_text(p_reference, 'releasing a legal hold needs a reference (the order, counsel''s instruction, the closing of the case)');
+    -- A hold whose proof is still pending gets it now, while its rows are still held.
+    perform privacy.prove_hold(p_id);
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
            released_role = privacy.acting_role(),

@@ -54,9 +54,9 @@ begin
 end;
 $$;
 
--- Records the digests of a hold's subject in every protected table, in the
--- placement's own transaction (the rows are already marked, so nobody changes them
--- meanwhile; reading takes no lock beyond ACCESS SHARE), and puts them in the ledger.
+-- Records the digests of a hold's subject in every protected table (privacy.prove_hold
+-- calls it, in the transaction after the placement's: the rows are marked, so nobody
+-- changes them meanwhile; reading takes no lock beyond ACCESS SHARE).
 create or replace function privacy.digest_hold(p_hold_id uuid)
     returns jsonb
     volatile
@@ -102,14 +102,75 @@ begin
         v_tables := v_tables || pg_catalog.jsonb_build_object('table', privacy.qualified(p.table_schema, p.table_name),
                                                               'rows', v_count, 'sha256', v_digest, 'columns', v_columns);
     end loop;
-    return v_tables;  -- place_hold enters it in the ledger (after hold_placed)
+    return v_tables;  -- prove_hold enters it in the ledger
 end;
+$$;
+
+-- The preservation proof of a legal hold: its subject's digests in every protected
+-- table, recorded and entered in the ledger (hold_digested). A placement commits the
+-- hold first (its rows are marked and refuse every change from then on) and the proof
+-- is computed after it, in a transaction of its own, so that a large subject's digest
+-- keeps nobody waiting: neither the ledger's other writers nor the subject's own.
+-- Resumable: a proof interrupted left nothing and is computed again; idempotent: a hold
+-- proved already returns its proof unchanged. What it means: the proof records the
+-- subject's rows as they are when it is computed; since the hold's commit they could
+-- not be changed or deleted (break-glass changes are journaled), so the only possible
+-- difference from the moment the hold began is rows added in between, which a hold
+-- allows.
+-- Who: stewards (pyctl hold place and hold prove; release_hold and verify_hold first
+-- complete a pending proof). Trusts: the hold's id only; the subject and its tables come
+-- from the record and the registry.
+create or replace function privacy.prove_hold(p_hold_id uuid)
+    returns jsonb
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    r privacy.processing_restrictions;
+    v_tables jsonb;
+begin
+    -- Two proofs of one hold (or a proof and its release) wait for each other here.
+    select * into r from privacy.processing_restrictions x where x.id = p_hold_id and x.kind = 'legal_hold' for update;
+    if not found then
+        perform privacy.fail(pg_catalog.format('unknown legal hold %s', p_hold_id));
+    end if;
+    if exists (select 1 from privacy.hold_digests d where d.hold_id = p_hold_id) then
+        return coalesce((select l.payload -> 'tables' from privacy.ledger l
+                          where l.restriction_id = p_hold_id and l.event in ('hold_digested', 'synced_hold_digested')
+                          order by l.seq desc limit 1), '[]');
+    end if;
+    if r.released_at is not null then
+        perform privacy.fail(pg_catalog.format('legal hold %s was released without a proof (placed before 0.2.0 or synced without one): '
+                                               'its rows are no longer held, a proof computed now would prove nothing', p_hold_id));
+    end if;
+    v_tables := privacy.digest_hold(p_hold_id);
+    perform privacy.ledger_append('hold_digested', r.subject_type, r.subject_key, p_hold_id,
+        pg_catalog.jsonb_build_object('tables', v_tables));
+    return v_tables;
+end;
+$$;
+
+-- Active legal holds whose proof has not been computed yet (pyctl hold prove --all).
+create or replace function privacy.pending_proofs()
+    returns table (hold_id uuid, subject_type text, subject_key text, case_ref text, placed_at timestamptz)
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select r.id, r.subject_type, r.subject_key, r.case_ref, r.placed_at
+      from privacy.processing_restrictions r
+     where r.kind = 'legal_hold' and r.released_at is null
+       and not exists (select 1 from privacy.hold_digests d where d.hold_id = r.id)
+     order by r.placed_at, r.id
 $$;
 
 -- Compares a hold's subject's rows now with the digests taken when it began, per
 -- protected table: 'unchanged', 'rows added' (allowed under a hold), or 'violation'
 -- (rows changed or missing, named by identity). Read-only, so it runs on followers,
--- forks and restored backups as well.
+-- forks and restored backups as well; there a hold whose proof is still pending is one
+-- row, status 'proof pending'. On the primary a pending proof is computed first.
 create or replace function privacy.verify_hold(p_hold_id uuid)
     returns table (table_name text, status text, rows_at_hold bigint, rows_now bigint,
                    added bigint, changed jsonb, missing jsonb)
@@ -131,8 +192,17 @@ begin
     if not pg_catalog.pg_is_in_recovery() and pg_catalog.current_setting('transaction_read_only') = 'off'
        and coalesce(pg_catalog.current_setting('privacy.in_ddl_hook', true), 'off') <> 'on' then
         perform privacy.heal();
+        if r.released_at is null and not exists (select 1 from privacy.hold_digests x where x.hold_id = p_hold_id) then
+            perform privacy.prove_hold(p_hold_id);
+        end if;
     end if;
     if not exists (select 1 from privacy.hold_digests x where x.hold_id = p_hold_id) then
+        if r.released_at is null then
+            table_name := null; status := 'proof pending'; rows_at_hold := null; rows_now := null; added := null;
+            changed := '[]'; missing := '[]';
+            return next;
+            return;
+        end if;
         perform privacy.fail(pg_catalog.format('legal hold %s has no digests (placed before this version of the toolkit)', p_hold_id));
     end if;
     for d in select * from privacy.hold_digests x where x.hold_id = p_hold_id order by x.table_schema, x.table_name loop

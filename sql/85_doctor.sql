@@ -321,6 +321,17 @@ begin
         return next;
     end loop;
 
+    -- Holds in force whose proof (their digests) was never computed: placement interrupted
+    -- after the hold took effect, or placed from SQL without privacy.prove_hold.
+    for r in select * from privacy.pending_proofs() loop
+        severity := 'warning'; category := 'hold proof pending'; object := r.hold_id::text;
+        finding := pg_catalog.format('legal hold %s (%s %s, case %s) is in force, but its proof of what the held data is has not been '
+                                     'computed yet', r.hold_id, r.subject_type, r.subject_key, r.case_ref);
+        fix := 'pyctl hold prove --all';
+        fix_sql := pg_catalog.format('select privacy.prove_hold(%L)', r.hold_id);
+        return next;
+    end loop;
+
     -- A fork, rollback or restored dump not synced since it became one.
     for r in select * from privacy.copy_status() c where c.is_copy loop
         severity := 'error'; category := 'unsynced copy'; object := r.current_identity;

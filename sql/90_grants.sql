@@ -36,6 +36,7 @@ as $$
         ('privacy.events_since(bigint,integer)', 'steward'), ('privacy.missing_steps(privacy.processing_restrictions)', 'steward'),
         ('privacy.discover(text)', 'steward'), ('privacy.coverage()', 'steward'), ('privacy.doctor()', 'steward'),
         ('privacy.verify_hold(uuid)', 'steward'), ('privacy.verify_ledger()', 'steward'),
+        ('privacy.prove_hold(uuid)', 'steward'), ('privacy.pending_proofs()', 'steward'),
         ('privacy.enforcement_status()', 'steward'), ('privacy.table_status(integer)', 'steward'),
         ('privacy.subject_key(text,text)', 'steward'), ('privacy.subject_rows_sql(integer,text,text)', 'steward'),
         ('privacy.subject_row_count(integer,text,text)', 'steward'), ('privacy.record_export(text,text,text,jsonb)', 'steward'),

@@ -187,8 +187,11 @@ def empty_db(cluster: Cluster, templates: dict[str, str]) -> Iterator[Db]:
 
 
 def hold(db: Db, key: int | str, case: str = "2026-CV-118") -> str:
-    return str(db.scalar("select privacy.place_hold('customer', %s, %s, 'preserve')", (str(key), case),
-                         user="steward_user"))
+    """Place a legal hold and compute its proof next, as pyctl hold place does."""
+    hold_id = str(db.scalar("select privacy.place_hold('customer', %s, %s, 'preserve')", (str(key), case),
+                            user="steward_user"))
+    db.scalar("select privacy.prove_hold(%s)", (hold_id,), user="steward_user")
+    return hold_id
 
 
 def restrict(db: Db, key: int | str, basis: str = "accuracy") -> str:

@@ -21,17 +21,63 @@ def record(db: Db) -> tuple[object, ...]:
                                "(select count(*) from privacy.subject_marks where mark <> 0)").fetchone() or ())
 
 
-def test_place_holds_places_one_hold_per_subject_with_its_proof(db: Db) -> None:
-    ledger_before = db.scalar("select count(*) from privacy.ledger")
+def test_place_holds_places_one_hold_per_subject_then_each_proof(db: Db) -> None:
+    ledger_before = db.scalar("select max(seq) from privacy.ledger")
     rows = db.steward.execute("select subject_key, hold_id from privacy.place_holds('customer', %s, '2026-CV-118', 'custodians')",
                               (["3", "1", "03", "3"],)).fetchall()
     assert [r[0] for r in rows] == ["1", "3"]  # canonical keys, each once
-    assert db.scalar("select count(*) from privacy.hold_digests where hold_id = any(%s)", ([r[1] for r in rows],)) > 0
-    events = [r[0] for r in db.su.execute("select event from privacy.ledger where seq > %s order by seq", (ledger_before,))]
-    assert events == ["hold_placed", "hold_digested", "hold_placed", "hold_digested"]
+    ids = [r[1] for r in rows]
+    # In force at once: the proofs come after, each in a transaction of its own.
     for key in (1, 3):
         refused(db.app, "delete from orders where customer_id = %s", (key,))
     assert db.scalar("select count(*) from orders where customer_id in (1, 3)") == 4
+    assert db.scalar("select count(*) from privacy.hold_digests where hold_id = any(%s)", (ids,)) == 0
+    assert sorted(r[0] for r in db.steward.execute("select hold_id from privacy.pending_proofs()")) == sorted(ids)
+    for hold_id in ids:
+        tables = db.scalar("select privacy.prove_hold(%s)", (hold_id,), user="steward_user")
+        assert {t["table"]: t["rows"] for t in tables}["public.orders"] == 2
+        assert db.scalar("select privacy.prove_hold(%s)", (hold_id,), user="steward_user") == tables  # once only
+    assert db.steward.execute("select * from privacy.pending_proofs()").fetchall() == []
+    events = [r[0] for r in db.su.execute("select event from privacy.ledger where seq > %s order by seq", (ledger_before,))]
+    assert events == ["hold_placed", "hold_placed", "hold_digested", "hold_digested"]
+    assert {r[0] for r in db.su.execute("select status from privacy.verify_hold(%s)", (ids[0],))} == {"unchanged"}
+
+
+def test_a_pending_proof_is_reported_and_completed_before_release_and_verify(db: Db) -> None:
+    hold_id = str(db.scalar("select privacy.place_hold('customer', '3', 'C-1', 'custodian')", user="steward_user"))
+    findings = db.steward.execute("select category, fix_sql from privacy.doctor() where object = %s", (hold_id,)).fetchall()
+    assert findings == [("hold proof pending", f"select privacy.prove_hold('{hold_id}')")]
+    # A follower cannot compute it: verify says it is pending (here: a read-only transaction).
+    with db.steward.transaction():
+        db.steward.execute("set transaction read only")
+        assert db.steward.execute("select table_name, status from privacy.verify_hold(%s)", (hold_id,)).fetchall() == [
+            (None, "proof pending")]
+    # Releasing it computes the proof first, while the rows are still held.
+    db.steward.execute("select privacy.release_hold(%s, 'settled', 'order 1')", (hold_id,))
+    events = [r[0] for r in db.su.execute("select event from privacy.ledger where restriction_id = %s order by seq", (hold_id,))]
+    assert events == ["hold_placed", "hold_digested", "hold_released"]
+    assert db.scalar("select count(*) from privacy.hold_digests where hold_id = %s", (hold_id,)) > 0
+    # On the primary, verify computes a pending proof first.
+    other = str(db.scalar("select privacy.place_hold('customer', '1', 'C-1', 'custodian')", user="steward_user"))
+    assert {r[0] for r in db.steward.execute("select status from privacy.verify_hold(%s)", (other,))} == {"unchanged"}
+    assert db.scalar("select count(*) from privacy.ledger where restriction_id = %s and event = 'hold_digested'", (other,)) == 1
+    with pytest.raises(psycopg.Error) as info:
+        db.steward.execute("select privacy.prove_hold('00000000-0000-0000-0000-000000000000')")
+    assert info.value.sqlstate == "PV002" and "unknown legal hold" in str(info.value)
+
+
+def test_pyctl_hold_place_proves_and_hold_prove_completes_what_is_pending(db: Db, tmp_path: Path) -> None:
+    result = cli(db, "hold", "place", "3", "--case", "C-9", "--reason", "custodian")
+    assert result.exit_code == 0, result.output
+    hold_id = result.stdout.strip()
+    assert db.scalar("select count(*) from privacy.hold_digests where hold_id = %s", (hold_id,)) > 0
+    pending = [str(db.scalar("select privacy.place_hold('customer', %s, 'C-9', 'custodian')", (k,), user="steward_user"))
+               for k in ("1", "2")]
+    result = cli(db, "hold", "prove", "--all")
+    assert result.exit_code == 0, result.output
+    assert "proved 2 hold(s)" in result.stderr
+    assert db.scalar("select count(distinct hold_id) from privacy.hold_digests where hold_id = any(%s::uuid[])", (pending,)) == 2
+    assert cli(db, "hold", "prove").exit_code == 2  # neither an id nor --all
 
 
 def test_one_unknown_key_refuses_the_whole_list_naming_every_unknown(db: Db) -> None:

@@ -56,6 +56,8 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.coverage()": (STEWARD, True),
     "privacy.doctor()": (STEWARD, True),
     "privacy.verify_hold(uuid)": (STEWARD, True),
+    "privacy.prove_hold(uuid)": (STEWARD, True),
+    "privacy.pending_proofs()": (STEWARD, False),
     "privacy.verify_ledger()": (STEWARD, True),
     "privacy.enforcement_status()": (STEWARD, True),
     "privacy.table_status(integer)": (STEWARD, True),
@@ -406,7 +408,8 @@ def _run(conn: psycopg.Connection, signature: str, args: list[Any]) -> str:
 # What each function may change when it succeeds: (part of the snapshot) -> allowed.
 WRITERS = {"place_hold", "release_hold", "place_restriction", "release_restriction", "verify_restriction", "notify_subject",
            "approve_release", "break_glass", "add_recipient", "remove_recipient", "ack_notice", "record_export", "fleet_add",
-           "fleet_remove", "heal", "add_exception", "withdraw_exception", "erase", "erase_many"}
+           "fleet_remove", "heal", "add_exception", "withdraw_exception", "erase", "erase_many",
+           "prove_hold", "verify_hold"}  # (verify_hold: computes a pending proof first)
 
 
 # The functions that re-mark a subject's rows, and the shop's rows without their marks.
