@@ -29,49 +29,56 @@ begin
 end;
 $$;
 
--- Brings a subject's marks in line with its active holds and restrictions: updates
--- subject_marks, bumps the subject's guard bucket (so concurrent writers serialize
--- behind this transaction) and re-marks its rows in every protected table, from
--- which the triggers propagate along via and referenced-by paths.
-create or replace function privacy.refresh_subject(p_subject_type text, p_key text)
-    returns smallint
+-- Brings subjects' marks in line with their active holds and restrictions: updates
+-- subject_marks, bumps each subject's guard bucket (so concurrent writers serialize
+-- behind this transaction) and re-marks their rows in every protected table, from
+-- which the triggers propagate along via and referenced-by paths. One statement per
+-- table for all the keys (distinct, canonical): a list of custodians costs what its
+-- rows cost, not a planned statement per key and table. Returns the marks, in order.
+create or replace function privacy.refresh_subjects(p_subject_type text, p_keys text[])
+    returns smallint[]
     volatile
     set search_path = ''
     language plpgsql
 as $$
 declare
-    v_mark smallint;
+    v_marks smallint[];
     p privacy.protected_tables;
     v_attempt integer;
 begin
     if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
         perform privacy.fail('holds and restrictions are placed and released at READ COMMITTED isolation, so that rows written concurrently are marked too');
     end if;
-    -- A writer that locked one of the subject's rows and then waits for the subject's
+    -- A writer that locked one of the subjects' rows and then waits for the subject's
     -- lock (its trigger) deadlocks with us if we hold that lock and wait for the row:
     -- then everything this attempt took is given back and it starts again.
     for v_attempt in 1 .. 5 loop
         begin
-            -- First, so that writers which checked this subject before us finish first, and
+            -- First, so that writers which checked these subjects before us finish first, and
             -- those after us see our marks (privacy.subject_lock_class, sql/20_enforce.sql).
-            perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(), privacy.writer_bucket(p_subject_type, p_key));
-            update privacy.subject_guards set generation = generation + 1 where bucket = privacy.guard_bucket(p_subject_type, p_key);
-            v_mark := privacy.subject_mark(p_subject_type, p_key);  -- with its purpose bits (sql/33_purposes.sql)
-            if v_mark = 0 then
-                delete from privacy.subject_marks where subject_type = p_subject_type and subject_key = p_key;
-            else
-                insert into privacy.subject_marks (subject_type, subject_key, mark) values (p_subject_type, p_key, v_mark)
-                on conflict (subject_type, subject_key) do update set mark = excluded.mark;
-            end if;
+            -- In bucket order: two placements of overlapping lists wait, not deadlock.
+            perform pg_catalog.pg_advisory_xact_lock(privacy.subject_lock_class(), b.bucket)
+               from (select distinct privacy.writer_bucket(p_subject_type, k) as bucket from pg_catalog.unnest(p_keys) k order by 1) b;
+            update privacy.subject_guards set generation = generation + 1
+             where bucket in (select privacy.guard_bucket(p_subject_type, k) from pg_catalog.unnest(p_keys) k);
+            -- With their purpose bits (sql/33_purposes.sql).
+            select pg_catalog.array_agg(privacy.subject_mark(p_subject_type, u.k) order by u.i) into v_marks
+              from pg_catalog.unnest(p_keys) with ordinality u(k, i);
+            delete from privacy.subject_marks m using rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(v_marks)) u(k, mark)
+             where u.mark = 0 and m.subject_type = p_subject_type and m.subject_key = u.k;
+            insert into privacy.subject_marks (subject_type, subject_key, mark)
+            select p_subject_type, u.k, u.mark from rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(v_marks)) u(k, mark) where u.mark <> 0
+            on conflict (subject_type, subject_key) do update set mark = excluded.mark;
             -- By OID and column number, whatever the table and column are called now.
             for p in select * from privacy.protected_tables x
                       where x.subject_type = p_subject_type and x.path_kind = 'column' and privacy.relation_of(x) is not null order by x.id loop
-                execute pg_catalog.format('update %s t set privacy_mark = $1 where t.%I = $2::%s and t.privacy_mark is distinct from $1',
+                execute pg_catalog.format('update %s t set privacy_mark = u.mark from rows from (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int2[])) u(k, mark) '
+                                          'where t.%I = u.k::%s and t.privacy_mark is distinct from u.mark',
                     privacy.relation_of(p), (privacy.column_names(p.relid, p.attnums))[1],
                     (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]))
-                  using v_mark, p_key;
+                  using p_keys, v_marks;
             end loop;
-            return v_mark;
+            return v_marks;
         exception when deadlock_detected then
             if v_attempt = 5 then
                 raise;
@@ -79,9 +86,17 @@ begin
             perform pg_catalog.pg_sleep(0.01 * v_attempt);
         end;
     end loop;
-    return v_mark;
+    return v_marks;
 end;
 $$;
+
+-- The same for one subject.
+create or replace function privacy.refresh_subject(p_subject_type text, p_key text)
+    returns smallint
+    volatile
+    set search_path = ''
+    language sql
+as $$ select (privacy.refresh_subjects(p_subject_type, array[p_key]))[1] $$;
 
 -- The subjects of a list of keys, canonical and without repeats; refuses the whole
 -- list if any key is unknown, naming every one (a single key: its own message).
@@ -93,6 +108,7 @@ create or replace function privacy.canonical_keys(p_subject_type text, p_keys te
 as $$
 declare
     k text;
+    s privacy.subject_types;
     v_keys text[] := '{}';
     v_unknown text[] := '{}';
     v_message text;
@@ -102,6 +118,30 @@ begin
     end if;
     if pg_catalog.cardinality(p_keys) = 1 then
         return array[privacy.canonical_key(p_subject_type, p_keys[1])];
+    end if;
+    -- All at once, in one statement; where a key is not of the key's type (or blank), one
+    -- by one below, to name every such key.
+    select * into s from privacy.subject_types x where x.subject_type = p_subject_type;
+    if found and privacy.root_of(s) is not null and pg_catalog.array_position(p_keys, null) is null
+       and pg_catalog.array_position(p_keys, '') is null then
+        begin
+            execute pg_catalog.format('select pg_catalog.array_agg(distinct c.k order by c.k) filter (where c.found), '
+                                      '       pg_catalog.array_agg(c.raw order by c.i) filter (where not c.found) '
+                                      '  from (select u.raw, u.i, (u.raw::%1$s)::pg_catalog.text as k, '
+                                      '               exists (select 1 from %2$s r where r.%3$I = u.raw::%1$s) as found '
+                                      '          from pg_catalog.unnest($1::pg_catalog.text[]) with ordinality u(raw, i)) c',
+                s.key_type, privacy.root_of(s), (privacy.column_names(s.relid, array[s.key_attnum]))[1])
+              into v_keys, v_unknown using p_keys;
+            if v_unknown is null then
+                return v_keys;
+            end if;
+            perform privacy.fail(pg_catalog.format('%s of %s keys are not known subjects of type %s, nothing was placed: %s%s',
+                pg_catalog.cardinality(v_unknown), pg_catalog.cardinality(p_keys), p_subject_type,
+                pg_catalog.array_to_string(v_unknown[1:50], ', '),
+                case when pg_catalog.cardinality(v_unknown) > 50 then pg_catalog.format(' (and %s more)', pg_catalog.cardinality(v_unknown) - 50) else '' end));
+        exception when data_exception then
+            v_keys := '{}'; v_unknown := '{}';  -- a key not of the type: one by one
+        end;
     end if;
     foreach k in array p_keys loop
         begin
@@ -153,9 +193,9 @@ begin
         insert into privacy.processing_restrictions (kind, subject_type, subject_key, case_ref, reason, placed_by, placed_role)
         values ('legal_hold', p_subject_type, v_keys[i], p_case, p_reason, session_user, privacy.acting_role())
         returning id into v_id;
-        perform privacy.refresh_subject(p_subject_type, v_keys[i]);
         v_ids := v_ids || v_id;
     end loop;
+    perform privacy.refresh_subjects(p_subject_type, v_keys);
     perform privacy.guard_held_relations(p_subject_type);  -- DROP of what they hold refused (55_ddl_guards.sql)
     for i in 1 .. pg_catalog.cardinality(v_keys) loop
         perform privacy.ledger_append('hold_placed', p_subject_type, v_keys[i], v_ids[i],
@@ -203,9 +243,9 @@ begin
         insert into privacy.processing_restrictions (kind, subject_type, subject_key, basis, reason, placed_by, placed_role)
         values ('restriction', p_subject_type, v_keys[i], p_basis, p_reason, session_user, privacy.acting_role())
         returning id into v_id;
-        perform privacy.refresh_subject(p_subject_type, v_keys[i]);
         v_ids := v_ids || v_id;
     end loop;
+    perform privacy.refresh_subjects(p_subject_type, v_keys);
     for i in 1 .. pg_catalog.cardinality(v_keys) loop
         perform privacy.ledger_append('restriction_placed', p_subject_type, v_keys[i], v_ids[i],
             pg_catalog.jsonb_build_object('basis', p_basis, 'reason', p_reason));

@@ -426,7 +426,7 @@ def tripwire(cluster: Cluster, point: str) -> Iterator[str]:
         elif point == "ledger":  # every row is marked and digested; the ledger entries are next
             blocking.execute("lock table privacy.ledger in share row exclusive mode")
             yield "relation"
-        elif point == "digest":  # every row is marked; the digests are next (before the ledger, whose lock others need)
+        elif point == "proof":  # the hold is committed; its proof (digests) is computed in the next transaction
             blocking.execute("lock table privacy.hold_digests in share mode")
             yield "relation"
         else:
@@ -442,7 +442,7 @@ def big(server: Cluster) -> Cluster:
     return server
 
 
-@pytest.mark.parametrize("point", ["marking", "ledger", "digest"])
+@pytest.mark.parametrize("point", ["marking", "ledger"])
 def test_hold_placement_killed_half_way_leaves_the_subject_wholly_unheld(big: Cluster, point: str) -> None:
     server = big
     hold3 = steward(server, "select privacy.place_hold('customer', '3', 'CASE-3', 'preserve')")
@@ -476,6 +476,38 @@ def test_hold_placement_killed_half_way_leaves_the_subject_wholly_unheld(big: Cl
     assert_consistent(server)
     assert {s for (s,) in query(server, "select status from privacy.verify_hold(%s)", (hold_id,))} == {"unchanged"}
     assert scalar(server, "select row_count from privacy.hold_digests where hold_id = %s and table_name = 'order_items'", (hold_id,)) == N
+
+
+def test_a_proof_killed_half_way_leaves_the_hold_in_force_and_is_computed_again(big: Cluster) -> None:
+    server = big
+    ledger_before = scalar(server, "select count(*) from privacy.ledger")
+    steward_dsn = server.dsn(DB, user="steward_user")
+
+    with tripwire(server, "proof") as event:
+        proc = start_pyctl(steward_dsn, "hold", "place", str(BIG), "--case", "2026-CV-7", "--reason", "preserve")
+        wait_until_blocked(server, proc, "prove_hold", event)
+        kill_server(server)
+    error = assert_failed_cleanly(proc)
+    assert "in force" in error and "pyctl hold prove --all" in error
+    restart(server)
+
+    # The hold committed before its proof began: in force on every row, its proof pending.
+    (hold_id,) = [str(r[0]) for r in query(server, "select id from privacy.processing_restrictions where subject_key = %s", (str(BIG),))]
+    assert subject_marks(server, BIG) == {t: {1} for t in ("customers", "orders", "order_items", "activity_log", "tickets")}
+    assert [r[0] for r in query(server, "select event from privacy.ledger order by seq")][ledger_before:] == ["hold_placed"]
+    assert scalar(server, "select count(*) from privacy.hold_digests where hold_id = %s", (hold_id,)) == 0
+    assert_consistent(server)
+    assert query(server, "select category from privacy.doctor() where object = %s", (hold_id,)) == [("hold proof pending",)]
+    with connect(server, "app") as app:
+        with pytest.raises(psycopg.Error) as info:
+            app.execute("delete from order_items where order_id in (select id from orders where customer_id = %s)", (BIG,))
+        assert info.value.sqlstate == "PV001"
+
+    done = run_pyctl(steward_dsn, "hold", "prove", "--all")
+    assert done.returncode == 0, done.stderr
+    assert scalar(server, "select row_count from privacy.hold_digests where hold_id = %s and table_name = 'order_items'", (hold_id,)) == N
+    assert {s for (s,) in query(server, "select status from privacy.verify_hold(%s)", (hold_id,))} == {"unchanged"}
+    assert_consistent(server)
 
 
 def test_hold_release_killed_half_way_leaves_the_subject_wholly_held(big: Cluster) -> None:

@@ -135,6 +135,7 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.refresh_enforcement()": (OWNER, False),
     "privacy.canonical_key(text,text)": (OWNER, False),
     "privacy.refresh_subject(text,text)": (OWNER, False),
+    "privacy.refresh_subjects(text,text[])": (OWNER, False),
     "privacy.active_entry(uuid,text)": (OWNER, False),
     "privacy.restriction_step(uuid,text,text)": (OWNER, False),
     "privacy.break_glass_reason()": (OWNER, False),
