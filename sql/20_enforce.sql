@@ -491,11 +491,13 @@ $body$$f$, v_fn, privacy.join_columns('old.{c}', v_cols, ', '), privacy.join_col
     for d in select * from privacy.protected_tables x where x.parent_id = p.id and privacy.relation_of(x) is not null order by x.id loop
         v_has_deps := true;
         if d.path_kind = 'via' then
+            -- (A placement marks a marked_in_bulk table itself, in one statement: 30_holds.sql.)
             v_prop := v_prop || pg_catalog.format($f$
-    if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark then
+    if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark%s then
         update %s c set privacy_mark = new.privacy_mark
          where %s and c.privacy_mark is distinct from new.privacy_mark;
-    end if;$f$, privacy.relation_of(d),
+    end if;$f$, case when privacy.marked_in_bulk(d.id) then ' and not privacy.marking_in_bulk()' else '' end,
+                privacy.relation_of(d),
                 privacy.join_pairs('c.{a} = new.{b}', privacy.quoted(privacy.column_names(d.relid, d.attnums)),
                                    privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ' and '));
         else

@@ -9,25 +9,120 @@ create or replace function privacy.canonical_key(p_subject_type text, p_key text
     language plpgsql
 as $$
 declare
-    v_key text := privacy.subject_key(p_subject_type, p_key);
     s privacy.subject_types;
+    v_root regclass;
+    v_column name;
+    v_key text;
     v_found boolean;
 begin
     select * into s from privacy.subject_types x where x.subject_type = p_subject_type;
-    if privacy.root_of(s) is null then
+    if not found then
+        perform privacy.fail(pg_catalog.format('unknown subject type %L', p_subject_type));
+    end if;
+    if p_key is null or p_key = '' then
+        perform privacy.fail('a subject key is required');
+    end if;
+    v_root := privacy.root_of(s);
+    if v_root is null then
         perform privacy.fail(pg_catalog.format('the root table of subject type %s, %s, no longer exists', p_subject_type,
             privacy.qualified(s.table_schema, s.table_name)));
     end if;
-    execute pg_catalog.format('select exists (select 1 from %s where %I = $1::%s)',
-        privacy.root_of(s), (privacy.column_names(s.relid, array[s.key_attnum]))[1], s.key_type)
-      into v_found using v_key;
+    v_column := (privacy.column_names(s.relid, array[s.key_attnum]))[1];
+    begin  -- (one statement: placing a hold is on the clock)
+        execute pg_catalog.format('select ($1::%1$s)::pg_catalog.text, exists (select 1 from %2$s where %3$I = $1::%1$s)',
+            s.key_type, v_root, v_column) into v_key, v_found using p_key;
+    exception when data_exception then
+        perform privacy.fail(pg_catalog.format('%L is not a valid %s key (%s)', p_key, p_subject_type, s.key_type));
+    end;
     if not v_found then
         perform privacy.fail(pg_catalog.format('unknown subject %s/%s: no row in %s with %s = %L', p_subject_type, p_key,
-            privacy.root_of(s), pg_catalog.quote_ident((privacy.column_names(s.relid, array[s.key_attnum]))[1]), p_key));
+            v_root, pg_catalog.quote_ident(v_column), p_key));
     end if;
     return v_key;
 end;
 $$;
+
+-- Whether placement marks protected table P_ID's rows itself, in one statement for all
+-- the subjects of a placement (privacy.refresh_subjects), rather than its parent's
+-- propagation trigger row by row: a table on a column path, or on a one-column via
+-- path to the one-column primary key of such a table. Its parent then reads it once,
+-- whether or not its path column has an index (a trigger would scan it once for every
+-- parent row).
+create or replace function privacy.marked_in_bulk(p_id integer)
+    returns boolean
+    stable
+    set search_path = ''
+    language sql
+as $$
+    with recursive up as (
+        select x.id, x.path_kind, x.parent_id, x.attnums, x.parent_attnums from privacy.protected_tables x where x.id = p_id
+        union all
+        select x.id, x.path_kind, x.parent_id, x.attnums, x.parent_attnums
+          from privacy.protected_tables x join up on x.id = up.parent_id
+         where up.path_kind = 'via'
+    )
+    select coalesce(pg_catalog.bool_and(case
+               when u.path_kind = 'column' then true
+               when u.path_kind = 'via' then pg_catalog.cardinality(u.attnums) = 1
+                    and exists (select 1 from pg_catalog.pg_index x join privacy.protected_tables p on p.relid = x.indrelid
+                                 where p.id = u.parent_id and x.indisprimary and x.indnatts = 1
+                                   and pg_catalog.cardinality(u.parent_attnums) = 1 and x.indkey[0] = u.parent_attnums[1])
+               else false end), false)
+      from up u
+$$;
+
+-- The statement that marks the rows of a list of subjects ($1, keys as text) in
+-- protected table P_ID (marked_in_bulk), from its parent's rows, which are marked
+-- already: one join up the via path to the column the subjects' keys are in.
+create or replace function privacy.bulk_mark_sql(p_id integer)
+    returns text
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    v_joins text := '';
+    v_alias text := 't';
+    v_next text;
+    v_top text;
+    v_where text;
+    i integer := 0;
+begin
+    select * into p from privacy.protected_tables x where x.id = p_id;
+    v_top := 'p1';
+    loop
+        i := i + 1;
+        v_next := 'p' || i;
+        -- this table's path column = the parent's primary key
+        v_joins := v_joins || pg_catalog.format('%s %s %s', case when i = 1 then 'from' else ' join' end,
+            privacy.relation_of((select x from privacy.protected_tables x where x.id = p.parent_id)), v_next)
+            || case when i = 1 then '' else pg_catalog.format(' on %s.%I = %s.%I', v_alias, (privacy.column_names(p.relid, p.attnums))[1],
+                                                          v_next, (privacy.column_names((select x.relid from privacy.protected_tables x where x.id = p.parent_id), p.parent_attnums))[1]) end;
+        if i = 1 then
+            v_where := pg_catalog.format('t.%I = p1.%I', (privacy.column_names(p.relid, p.attnums))[1],
+                (privacy.column_names((select x.relid from privacy.protected_tables x where x.id = p.parent_id), p.parent_attnums))[1]);
+        end if;
+        v_alias := v_next;
+        select * into p from privacy.protected_tables x where x.id = p.parent_id;
+        exit when p.path_kind = 'column';
+    end loop;
+    return pg_catalog.format('update %s t set privacy_mark = p1.privacy_mark %s where %s and %s.%I = any ($1::pg_catalog.text[]::%s[]) '
+                             'and t.privacy_mark is distinct from p1.privacy_mark',
+        privacy.relation_of((select x from privacy.protected_tables x where x.id = p_id)), v_joins, v_where, v_alias,
+        (privacy.column_names(p.relid, p.attnums))[1],
+        (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]));
+end;
+$$;
+
+-- True while privacy.refresh_subjects marks this transaction's subjects table by table
+-- (the propagation triggers leave the marked_in_bulk tables to it).
+create or replace function privacy.marking_in_bulk()
+    returns boolean
+    stable
+    set search_path = ''
+    language sql
+as $$ select exists (select 1 from privacy.marking_in_progress m where m.xact = pg_catalog.pg_current_xact_id_if_assigned()) $$;
 
 -- Brings subjects' marks in line with their active holds and restrictions: updates
 -- subject_marks, bumps each subject's guard bucket (so concurrent writers serialize
@@ -69,6 +164,8 @@ begin
             insert into privacy.subject_marks (subject_type, subject_key, mark)
             select p_subject_type, u.k, u.mark from rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(v_marks)) u(k, mark) where u.mark <> 0
             on conflict (subject_type, subject_key) do update set mark = excluded.mark;
+            -- The propagation triggers leave the marked_in_bulk tables to us (below).
+            insert into privacy.marking_in_progress (xact) values (pg_catalog.pg_current_xact_id()) on conflict do nothing;
             -- By OID and column number, whatever the table and column are called now.
             for p in select * from privacy.protected_tables x
                       where x.subject_type = p_subject_type and x.path_kind = 'column' and privacy.relation_of(x) is not null order by x.id loop
@@ -78,6 +175,18 @@ begin
                     (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]))
                   using p_keys, v_marks;
             end loop;
+            -- Then each one-column via table below them, parents first: one statement each,
+            -- reading the table once (its triggers check every mark it writes).
+            for p in with recursive tree as (
+                         select x.id, 0 as depth from privacy.protected_tables x where x.subject_type = p_subject_type and x.path_kind = 'column'
+                         union all
+                         select x.id, tree.depth + 1 from privacy.protected_tables x join tree on x.parent_id = tree.id where x.path_kind = 'via')
+                     select x.* from tree join privacy.protected_tables x on x.id = tree.id
+                      where x.path_kind = 'via' and privacy.relation_of(x) is not null and privacy.marked_in_bulk(x.id)
+                      order by tree.depth, x.id loop
+                execute privacy.bulk_mark_sql(p.id) using p_keys;
+            end loop;
+            delete from privacy.marking_in_progress m where m.xact = pg_catalog.pg_current_xact_id();
             return v_marks;
         exception when deadlock_detected then
             if v_attempt = 5 then

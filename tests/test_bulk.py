@@ -146,3 +146,42 @@ def test_a_large_placement_shows_progress_on_a_terminal(db: Db) -> None:
     os.close(primary)
     assert proc.returncode == 0, shown
     assert "12001 rows of public.activity_log marked and digested" in shown.decode(), shown
+
+
+def seq_scans(db: Db) -> dict[str, int]:
+    return {r[0]: r[1] for r in db.su.execute("select relname, seq_scan from pg_stat_user_tables where relname in ('visits', 'visit_pages')")}
+
+
+def test_placement_reads_a_via_table_without_an_index_once(db: Db) -> None:
+    # Two levels of one-column via paths, neither path column indexed (pyctl protect --no-index).
+    db.owner.execute("""
+        create table visits (id integer primary key, customer_id integer not null references customers (id), at date not null);
+        create table visit_pages (id integer primary key, visit_id integer not null references visits (id), page text not null);
+        insert into visits select g, case when g <= 3000 then 3 else 1 + g % 2 end, date '2026-01-01' from generate_series(1, 20000) g;
+        insert into visit_pages select g, 1 + (g - 1) % 20000, 'p' || g from generate_series(1, 40000) g;
+        grant select, insert, update, delete on visits, visit_pages to app;
+        select privacy.protect_via('public.visits', 'customer_id');
+        select privacy.protect_via('public.visit_pages', 'visit_id');
+        analyze visits, visit_pages;
+    """)
+    assert db.scalar("select privacy.marked_in_bulk(id) from privacy.protected_tables where table_name = 'visit_pages'")
+    before = seq_scans(db)
+    # (pg_stat_force_next_flush: the statement's counts reach pg_stat_user_tables as it ends)
+    hold_id = db.scalar("select privacy.place_hold('customer', '3', 'C-1', 'preserve') from pg_stat_force_next_flush()", user="steward_user")
+    after = seq_scans(db)
+    # Each table read a few times (marking once; whether it now holds held rows, for its
+    # guard against DROP, until the first is found), not once per parent row (3,000 visits).
+    assert all(after[t] - before[t] <= 3 for t in after), (before, after)
+    assert db.scalar("select count(*) from visit_pages p join visits v on v.id = p.visit_id "
+                     "where v.customer_id = 3 and p.privacy_mark & 1 <> 0") == 6000
+    assert db.scalar("select count(*) from visit_pages where privacy_mark <> 0") == 6000
+    refused(db.app, "delete from visit_pages where visit_id = 1")
+    assert db.scalar("select count(*) from visit_pages where visit_id = 1") == 2
+    before = seq_scans(db)
+    db.steward.execute("select privacy.release_hold(%s, 'settled', 'order 1') from pg_stat_force_next_flush()", (hold_id,))
+    after = seq_scans(db)
+    # The release computed the pending proof (one more read of each) and unmarked them.
+    assert all(after[t] - before[t] <= 4 for t in after), (before, after)
+    assert db.scalar("select count(*) from visit_pages where privacy_mark <> 0") == 0
+    # A via table of a parent whose key has two columns is marked by the triggers, as before.
+    assert not db.scalar("select privacy.marked_in_bulk(id) from privacy.protected_tables where table_name = 'order_items'")

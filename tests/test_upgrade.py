@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 from test_install import fingerprint
 
-from conftest import APP_GRANTS, PROTECT_SQL, SHOP_SQL, Db, _janitor, hold, refused, restrict
+from conftest import APP_GRANTS, PROTECT_SQL, SHOP_SQL, Db, _janitor, refused, restrict
 from pyctl import install
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -60,7 +60,9 @@ def test_upgrade_from_0_1_0_keeps_every_hold_restriction_and_correction(empty_db
     install_release(old, empty_db.dsn("shop_owner"))
     assert empty_db.scalar("select privacy.toolkit_version()") == "0.1.0"
     _protect(empty_db, "shop_owner")
-    held, restricted = hold(empty_db, 3), restrict(empty_db, 4)
+    # (0.1.0 computed a hold's proof in its placement: no prove_hold there.)
+    held = str(empty_db.scalar("select privacy.place_hold('customer', '3', '2026-CV-118', 'preserve')", user="steward_user"))
+    restricted = restrict(empty_db, 4)
     with empty_db.connect("steward_user", autocommit=False) as steward, steward.transaction():
         steward.execute("select privacy.break_glass('court-ordered correction, order 2026-55')")
         steward.execute("update orders set total = 301 where id = 30")
