@@ -1,0 +1,132 @@
+"""Row trigger or statement trigger for marking new rows (issue 15: "measure, then choose").
+
+    .venv/bin/python tests/perf/bench_bulk_floor.py [--rows 1000000] [--runs 3]
+
+Without the toolkit: 100,000 customers with a privacy_mark (1% marked), and four tables
+of orders that differ only in how a new row gets its customer's mark:
+- none: no trigger (the baseline);
+- row: a BEFORE INSERT row trigger that reads the parent's mark (SECURITY DEFINER
+  PL/pgSQL, one indexed query, no lock): the floor of what the toolkit does per row;
+- statement: an AFTER INSERT statement trigger with a transition table that locks the
+  distinct parents FOR SHARE, then updates the new rows whose mark differs from their
+  parent's (one join per statement; only marked subjects' rows are written twice);
+- statement, all marked: the same, with every new row's customer marked (its worst case).
+Measures INSERT ... SELECT of ROWS rows (rolled back) and pgbench single-row INSERTs
+(2 clients, prepared, 5 s), alternating tables; prints medians and ratios to none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from pyctl.cluster import Cluster, start_cluster
+
+SETUP = """
+create table customers (id integer primary key, privacy_mark smallint not null default 0);
+insert into customers select g, case when g % 100 = 1 then 1 else 0 end from generate_series(1, 100000) g;
+create function parent_mark(a integer) returns smallint security definer language plpgsql as $$
+declare v smallint;
+begin
+    select c.privacy_mark into v from public.customers c where c.id operator(pg_catalog.=) a;
+    return coalesce(v, 0);
+end $$;
+create function row_mark() returns trigger language plpgsql as
+    'begin new.privacy_mark := public.parent_mark(new.customer_id); return new; end';
+create function statement_mark() returns trigger security definer language plpgsql as $$
+begin
+    perform 1 from public.customers c where c.id in (select distinct n.customer_id from new_rows n) for share of c;
+    execute format('update %s o set privacy_mark = c.privacy_mark from new_rows n join public.customers c on c.id = n.customer_id '
+                   'where o.id = n.id and n.privacy_mark is distinct from c.privacy_mark', tg_relid::regclass);
+    return null;
+end $$;
+"""
+TABLE = """
+create table {t} (id bigserial primary key, customer_id integer not null references customers (id),
+                  total integer not null, privacy_mark smallint not null default 0);
+create index on {t} (customer_id);
+"""
+VARIANTS = {
+    "none": "",
+    "row": "create trigger mark before insert on orders_row for each row execute function row_mark();",
+    "statement": "create trigger mark after insert on orders_statement referencing new table as new_rows "
+                 "for each statement execute function statement_mark();",
+}
+
+
+def insert_select(cluster: Cluster, table: str, rows: int, marked: bool) -> float:
+    # Customers of 1% of the rows are marked; with MARKED, every row's customer is.
+    customer = "1 + 100 * (g % 999)" if marked else "2 + g % 99990"
+    with psycopg.connect(cluster.dsn("floor")) as conn:
+        started = time.monotonic()
+        conn.execute(f"insert into {table} (customer_id, total) select {customer}, g from generate_series(1, {rows}) g")
+        elapsed = time.monotonic() - started
+        conn.rollback()
+    with psycopg.connect(cluster.dsn("floor"), autocommit=True) as conn:
+        conn.execute(f"vacuum {table}")
+    return elapsed
+
+
+def pgbench(cluster: Cluster, table: str, seconds: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "insert.sql"
+        script.write_text(f"\\set c random(2, 100000)\ninsert into {table} (customer_id, total) values (:c, 1);\n")
+        script.chmod(0o644)
+        Path(tmp).chmod(0o755)
+        out = subprocess.run([str(cluster.bindir / "pgbench"), "-n", "-c", "2", "-j", "2", "-M", "prepared", "-T", str(seconds),
+                              "-f", str(script), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", cluster.superuser, "floor"],
+                             capture_output=True, text=True, check=True)
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out.stdout)
+    assert match, out.stdout + out.stderr
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    cluster = start_cluster({"shared_buffers": "'2GB'", "max_wal_size": "'8GB'", "autovacuum": "off"})
+    try:
+        with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as su:
+            su.execute("create database floor")
+        with psycopg.connect(cluster.dsn("floor"), autocommit=True) as su:
+            su.execute(SETUP)
+            for name, trigger in VARIANTS.items():
+                su.execute(TABLE.format(t=f"orders_{name}"))
+                if trigger:
+                    su.execute(trigger)
+            su.execute("vacuum analyze")
+        cases = [("none", False), ("row", False), ("statement", False), ("statement", True)]
+        loads: dict[str, list[float]] = {}
+        tps: dict[str, list[float]] = {}
+        for run in range(args.runs):
+            for name, marked in (cases if run % 2 == 0 else list(reversed(cases))):
+                label = name + (", all marked" if marked else "")
+                loads.setdefault(label, []).append(insert_select(cluster, f"orders_{name}", args.rows, marked))
+                if not marked:
+                    tps.setdefault(label, []).append(pgbench(cluster, f"orders_{name}", 5))
+                print(f"  run {run + 1} {label:22s} {loads[label][-1]:7.2f} s" + (f"  {tps[label][-1]:9.0f} tps" if not marked else ""),
+                      flush=True)
+        print()
+        print(f"| marking trigger | INSERT ... SELECT of {args.rows:,} rows, median s | ratio to none "
+              "| single-row INSERT, median TPS | ratio to none |")
+        print("| --- | --- | --- | --- | --- |")
+        base_load, base_tps = statistics.median(loads["none"]), statistics.median(tps["none"])
+        for label, values in loads.items():
+            load = statistics.median(values)
+            t = statistics.median(tps[label]) if label in tps else None
+            print(f"| {label} | {load:.2f} | {base_load / load:.3f} | {f'{t:.0f}' if t else '-'} | {f'{t / base_tps:.3f}' if t else '-'} |")
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()
