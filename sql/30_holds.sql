@@ -81,35 +81,34 @@ create or replace function privacy.bulk_mark_sql(p_id integer)
     language plpgsql
 as $$
 declare
-    p privacy.protected_tables;
-    v_joins text := '';
-    v_alias text := 't';
-    v_next text;
-    v_top text;
+    p privacy.protected_tables;        -- each table up the path, from P_ID
+    v_parent privacy.protected_tables;
+    v_from text := '';
     v_where text;
     i integer := 0;
 begin
     select * into p from privacy.protected_tables x where x.id = p_id;
-    v_top := 'p1';
-    loop
+    while p.path_kind = 'via' loop
+        -- p's path column = its parent's (one-column) primary key
         i := i + 1;
-        v_next := 'p' || i;
-        -- this table's path column = the parent's primary key
-        v_joins := v_joins || pg_catalog.format('%s %s %s', case when i = 1 then 'from' else ' join' end,
-            privacy.relation_of((select x from privacy.protected_tables x where x.id = p.parent_id)), v_next)
-            || case when i = 1 then '' else pg_catalog.format(' on %s.%I = %s.%I', v_alias, (privacy.column_names(p.relid, p.attnums))[1],
-                                                          v_next, (privacy.column_names((select x.relid from privacy.protected_tables x where x.id = p.parent_id), p.parent_attnums))[1]) end;
+        select * into v_parent from privacy.protected_tables x where x.id = p.parent_id;
         if i = 1 then
+            v_from := pg_catalog.format('from %s p1', privacy.relation_of(v_parent));
             v_where := pg_catalog.format('t.%I = p1.%I', (privacy.column_names(p.relid, p.attnums))[1],
-                (privacy.column_names((select x.relid from privacy.protected_tables x where x.id = p.parent_id), p.parent_attnums))[1]);
+                                         (privacy.column_names(v_parent.relid, p.parent_attnums))[1]);
+        else
+            v_from := v_from || pg_catalog.format(' join %s p%s on p%s.%I = p%s.%I', privacy.relation_of(v_parent), i,
+                                                  i - 1, (privacy.column_names(p.relid, p.attnums))[1],
+                                                  i, (privacy.column_names(v_parent.relid, p.parent_attnums))[1]);
         end if;
-        v_alias := v_next;
-        select * into p from privacy.protected_tables x where x.id = p.parent_id;
-        exit when p.path_kind = 'column';
+        p := v_parent;
     end loop;
-    return pg_catalog.format('update %s t set privacy_mark = p1.privacy_mark %s where %s and %s.%I = any ($1::pg_catalog.text[]::%s[]) '
+    if i = 0 or p.path_kind is distinct from 'column' or not privacy.marked_in_bulk(p_id) then
+        perform privacy.fail(pg_catalog.format('protected table %s is not marked in bulk', p_id));
+    end if;
+    return pg_catalog.format('update %s t set privacy_mark = p1.privacy_mark %s where %s and p%s.%I = any ($1::pg_catalog.text[]::%s[]) '
                              'and t.privacy_mark is distinct from p1.privacy_mark',
-        privacy.relation_of((select x from privacy.protected_tables x where x.id = p_id)), v_joins, v_where, v_alias,
+        privacy.relation_of((select x from privacy.protected_tables x where x.id = p_id)), v_from, v_where, i,
         (privacy.column_names(p.relid, p.attnums))[1],
         (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]));
 end;

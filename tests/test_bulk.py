@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import Db, refused
+from conftest import Db, hold, refused
 from pyctl.cli import main
 
 
@@ -185,3 +185,17 @@ def test_placement_reads_a_via_table_without_an_index_once(db: Db) -> None:
     assert db.scalar("select count(*) from visit_pages where privacy_mark <> 0") == 0
     # A via table of a parent whose key has two columns is marked by the triggers, as before.
     assert not db.scalar("select privacy.marked_in_bulk(id) from privacy.protected_tables where table_name = 'order_items'")
+
+
+def test_only_the_toolkit_writes_the_marker_that_turns_propagation_off(db: Db) -> None:
+    hold(db, 3)
+    order = db.scalar("select min(id) from orders where customer_id = 1")
+    assert order is not None
+    for conn in (db.app, db.steward):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with conn.transaction():
+                conn.execute("insert into privacy.marking_in_progress values (pg_current_xact_id())")
+                # (were it written, moving an order to the held customer would leave its items unmarked)
+                conn.execute("update orders set customer_id = 3 where id = %s", (order,))
+    assert db.scalar("select count(*) from privacy.marking_in_progress") == 0
+    assert db.scalar("select customer_id from orders where id = %s", (order,)) == 1

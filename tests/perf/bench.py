@@ -519,12 +519,16 @@ class Bench:
         transaction (autocommit), timed at the client, commit included."""
         n = self.scale.placements
         sizes = {TK: self.scale.customers, TENTH: self.scale.customers // 10}
-        ops = ("place_hold", "release_hold", "place_restriction", "release_restriction")
+        ops = ("place_hold", "prove_hold", "release_hold", "place_restriction", "release_restriction")
         times: dict[str, dict[str, list[float]]] = {db: {op: [] for op in ops} for db in sizes}
         steps: dict[str, list[float]] = {db: [] for db in sizes}
         conns = {db: psycopg.connect(self.cluster.dsn(db, user=STEWARD), autocommit=True) for db in sizes}
         row = conns[TK].execute("select to_regprocedure('privacy.approve_release(uuid, text)') is not null").fetchone()
         lifecycle = bool(row and row[0])
+        row = conns[TK].execute("select to_regprocedure('privacy.prove_hold(uuid)') is not null").fetchone()
+        prove = bool(row and row[0])
+        if not prove:
+            ops = tuple(op for op in ops if op != "prove_hold")
         try:
             for i in range(n):
                 for db, customers in sizes.items():
@@ -541,6 +545,9 @@ class Bench:
                         return row[0] if row else None
 
                     hid = timed("place_hold", "select privacy.place_hold('customer', %s, 'BENCH-T', 'timing')", (key,))
+                    # The hold's proof, in the transaction after (where the toolkit has prove_hold).
+                    if prove:
+                        timed("prove_hold", "select privacy.prove_hold(%s)", (hid,))
                     timed("release_hold", "select privacy.release_hold(%s, 'timing done', 'case closed')", (hid,))
                     rid = timed("place_restriction", "select privacy.place_restriction('customer', %s, 'accuracy', 'timing')", (key,))
                     if lifecycle:
@@ -568,7 +575,7 @@ class Bench:
                 out["databases"][db]["restriction_lifecycle_steps"] = {
                     "p50_ms": statistics.median(xs), "p99_ms": xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))], "max_ms": xs[-1],
                     "note": "verify + notify + approve, one transaction, before each release_restriction; not part of the budget"}
-        out["met"] = all(out["databases"][db][op]["p50_ms"] <= 5 for db in sizes for op in ops)
+        out["met"] = all(out["databases"][db][op]["p50_ms"] <= 5 for db in sizes for op in ops if op != "prove_hold")
         out["growth_p50"] = {op: out["databases"][TK][op]["p50_ms"] / out["databases"][TENTH][op]["p50_ms"] for op in ops}
         return out
 
@@ -768,10 +775,13 @@ def report(out: dict[str, Any]) -> str:
         head = "| operation           | " + " | ".join(f"{pl['databases'][db]['orders']:>9,} orders p50 / p99 ms" for db in dbs) + \
             " | p50 growth | verdict |"
         lines += [head, "|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|"]
-        for op in ("place_hold", "release_hold", "place_restriction", "release_restriction"):
+        for op in ("place_hold", "prove_hold", "release_hold", "place_restriction", "release_restriction"):
+            if op not in pl["growth_p50"]:
+                continue
             cells = " | ".join(f"{pl['databases'][db][op]['p50_ms']:>15.2f} / {pl['databases'][db][op]['p99_ms']:>7.2f}" for db in dbs)
             ok = all(pl["databases"][db][op]["p50_ms"] <= 5 for db in dbs)
-            lines.append(f"| {op:19} | {cells} | {pl['growth_p50'][op]:>9.2f}x | {verdict(ok):7} |")
+            # (The proof runs after the hold is in force, in its own transaction: reported, not budgeted.)
+            lines.append(f"| {op:19} | {cells} | {pl['growth_p50'][op]:>9.2f}x | {'-' if op == 'prove_hold' else verdict(ok):7} |")
     return "\n".join(lines)
 
 
