@@ -522,7 +522,8 @@ def hold_verify(hold_id: str | None, all_holds: bool) -> None:
 
     Per protected table: unchanged, rows added since (allowed under a hold), or a
     violation (rows changed or missing, named by primary key). Read-only: runs on
-    followers, forks and restored backups too.
+    followers, forks and restored backups too (where a hold whose proof is still
+    pending shows as 'proof pending'; on the primary it is computed first).
 
     \b
     Example:
