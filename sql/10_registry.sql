@@ -329,6 +329,9 @@ begin
     if not pg_catalog.pg_has_role(current_user, (select c.relowner from pg_catalog.pg_class c where c.oid = p_rel), 'USAGE') then
         perform privacy.fail(pg_catalog.format('%s must own %s (or be a member of its owner) to protect it', current_user, p_rel));
     end if;
+    -- On a Citus coordinator: the path a distributed table can be enforced with, or a refusal (sql/89_citus.sql).
+    select x.p_kind, x.p_columns, x.p_parent, x.p_parent_columns into p_kind, p_columns, p_parent, p_parent_columns
+      from privacy.citus_path(p_rel, p_subject_type, p_kind, p_columns, p_parent, p_parent_columns) x;
     if p_parent is not null then
         v_parent := privacy.registry_row(p_parent);
     end if;
