@@ -312,6 +312,7 @@ declare
     v_type text;
     v_key_type text;
     v_lookup text;
+    v_insert_lookup text;
     v_subject_of text;
     v_privileged text;
     v_table text;
@@ -385,8 +386,20 @@ $body$$f$, v_fn, v_type, p.subject_type, v_key_type);
     shape := ddl;
     return next;
 
-    -- INSERT (every shard): the new row's mark from subject_marks; a restricted subject's
-    -- rows only a steward (or the owner) may add.
+    -- INSERT (every shard): the new row's mark; a restricted subject's rows only a steward
+    -- (or the owner) may add. A child reads the mark of its subject's row in the root table,
+    -- on the same worker (co-located), FOR SHARE: placement updates that row first, so a
+    -- writer waits for a placement in progress (and reads its mark), and a placement waits
+    -- for a writer that read the mark before it (and then marks the new row). (Advisory
+    -- locks, which order them on one machine, are local to each node.) The root table's own
+    -- rows read subject_marks: a placement needs the root row to exist already.
+    if v_rel is distinct from privacy.root_of(v_subject) then
+        v_insert_lookup := pg_catalog.format(
+            'select c.privacy_mark into v_mark from %s c where c.%I operator(pg_catalog.=) new.%s for share of c;',
+            privacy.root_of(v_subject), (privacy.column_names(v_subject.relid, array[v_subject.key_attnum]))[1], v_col);
+    else
+        v_insert_lookup := pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col);
+    end if;
     step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_insert()', p.id);
     ddl := pg_catalog.format($f$
 create function %1$s_insert()
@@ -410,7 +423,7 @@ begin
     end if;
     return new;
 end;
-$body$$f$, v_fn, pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col), v_privileged, v_table,
+$body$$f$, v_fn, v_insert_lookup, v_privileged, v_table,
            pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col));
     shape := ddl;
     return next;

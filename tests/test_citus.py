@@ -490,3 +490,59 @@ def test_hold_verify_and_export_on_the_cluster(cdb: CitusDb, tmp_path: Path) -> 
         su.execute("set session_replication_role = replica")
         su.execute(f"update {shard} set total = 0 where customer_id = 4")
     assert cli(cdb, "hold", "verify", "--all", user="steward_user").exit_code == 1
+
+
+def _wait_for_lock(db: CitusDb, conns: int = 1) -> None:
+    """Until some session on any node waits for a lock (the writer, or the placement's
+    statement on a worker)."""
+    deadline = time.monotonic() + 30
+    while True:
+        waiting = 0
+        for node in [db, *db.workers]:
+            with psycopg.connect(node.cluster.dsn(db.name), autocommit=True) as conn:
+                row = conn.execute("select count(*) from pg_stat_activity where wait_event_type = 'Lock'").fetchone()
+                waiting += int(row[0]) if row else 0
+        if waiting >= conns:
+            return
+        assert time.monotonic() < deadline, "nobody waited"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("first", ["placement", "writer"])
+def test_a_row_written_during_a_placement_is_marked(cdb: CitusDb, first: str) -> None:
+    """Advisory locks are local to a node: on Citus a writer and a placement are ordered
+    by the subject's row in the root table (co-located), whichever comes first."""
+    steward = cdb.connect("steward_user", autocommit=False)
+    writer = cdb.connect("app", autocommit=False)
+    result: dict[str, Any] = {}
+
+    def second() -> None:
+        try:
+            if first == "placement":
+                writer.execute("insert into orders values (55, 5, 1)")
+                writer.commit()
+            else:
+                steward.execute("select privacy.place_restriction('customer', '5', 'accuracy', 'contested')")
+                steward.commit()
+        except psycopg.Error as exc:
+            result["error"] = exc
+
+    if first == "placement":
+        steward.execute("select privacy.place_restriction('customer', '5', 'accuracy', 'contested')")
+    else:
+        writer.execute("insert into orders values (55, 5, 1)")
+    thread = threading.Thread(target=second)
+    thread.start()
+    _wait_for_lock(cdb)
+    time.sleep(0.2)
+    (steward if first == "placement" else writer).commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    if first == "placement":
+        # the writer waited for the placement, then saw the restriction: refused, nothing added
+        assert isinstance(result.get("error"), psycopg.Error) and result["error"].sqlstate == "PV001", result
+        assert cdb.scalar("select count(*) from orders where id = 55") == 0
+    else:
+        assert "error" not in result, result
+        assert marks(cdb, "orders", 5) == [2, 2, 2]  # the writer's row was marked by the placement
+        assert rows(cdb.app, "select * from orders where customer_id = 5") == []
