@@ -546,3 +546,46 @@ def test_a_row_written_during_a_placement_is_marked(cdb: CitusDb, first: str) ->
         assert "error" not in result, result
         assert marks(cdb, "orders", 5) == [2, 2, 2]  # the writer's row was marked by the placement
         assert rows(cdb.app, "select * from orders where customer_id = 5") == []
+
+
+def test_sync_brings_a_restored_copy_of_the_cluster_up_to_date(cdb: CitusDb) -> None:
+    """A restored backup of the whole cluster (every node's database copied at one moment,
+    before the hold) is brought to the primary's state by pyctl sync through its coordinator."""
+    copy = f"{cdb.name}_copy"
+    cdb.close()
+    for node in cdb.citus.nodes:
+        with psycopg.connect(node.dsn("postgres"), autocommit=True) as su:
+            for _ in range(20):  # (Citus's maintenance daemon reconnects: try again)
+                su.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s and pid <> pg_backend_pid()",
+                           (cdb.name,))
+                try:
+                    su.execute(f'create database "{copy}" template "{cdb.name}"'.encode())
+                    break
+                except psycopg.errors.ObjectInUse:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("could not copy the database")
+    try:
+        hold(cdb, 2)
+        restrict(cdb, 3)
+        result = cli(cdb, "fleet", "add", "restored", "--dsn", cdb.citus.coordinator.dsn(copy, user="shop_owner"),
+                     "--kind", "backup")
+        assert result.exit_code == 0, result.output
+        result = cli(cdb, "sync", "restored")
+        assert result.exit_code == 0, result.output
+        restored = Db(cdb.citus.coordinator, copy)
+        try:
+            refused(restored.app, "delete from orders where customer_id = 2")
+            assert rows(restored.app, "select * from orders where customer_id = 3") == []
+            assert restored.scalar("select count(*) from orders where customer_id = 3", user="steward_user") == 2
+            assert restored.scalar("select count(*) from privacy.verify_ledger()") == 0
+            assert [r[0] for r in rows(restored.su, "select subject_key from privacy.subject_marks order by 1")] == ["2", "3"]
+            # on the copy's workers too
+            worker, shard = cdb.worker_of("orders", 3)
+            with psycopg.connect(worker.cluster.dsn(copy, user="app"), autocommit=True) as app:
+                assert rows(app, f"select * from {shard} where customer_id = 3") == []
+        finally:
+            restored.close()
+        assert json.loads(cli(cdb, "--json", "fleet", "status").stdout)[0]["behind"] == 0
+    finally:
+        cdb.citus.drop_database(copy)
