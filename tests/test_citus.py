@@ -365,6 +365,11 @@ def test_a_role_on_a_worker_naming_a_shard_is_bound_too(cdb: CitusDb) -> None:
         refused(conn, f"update {shard} set privacy_mark = 0 where customer_id = 2")
     with pytest.raises(psycopg.Error):
         app.execute(f"alter table {shard} disable trigger all")
+    # nor may it read which subjects are marked, on any node
+    shard_of_marks = cdb.scalar("select shard_name from citus_shards where table_name = 'privacy.subject_marks'::regclass limit 1")
+    for w in cdb.workers:
+        refused(w.connect("app"), "select * from privacy.subject_marks", sqlstate="42501")
+        refused(w.connect("app"), f"select * from {shard_of_marks}", sqlstate="42501")
     worker, items = cdb.worker_of("order_items", 2)
     app = worker.connect("app")
     refused(app, "delete from order_items where customer_id = 2")
@@ -589,3 +594,15 @@ def test_sync_brings_a_restored_copy_of_the_cluster_up_to_date(cdb: CitusDb) -> 
         assert json.loads(cli(cdb, "--json", "fleet", "status").stdout)[0]["behind"] == 0
     finally:
         cdb.citus.drop_database(copy)
+
+
+def test_a_purpose_scoped_restriction_hides_the_rows_from_every_application_role_on_citus(cdb: CitusDb) -> None:
+    """No purpose policies on Citus (they would be permissive on the shards): a restriction
+    for one purpose binds every restricted role there (fail closed)."""
+    cdb.owner.execute("select privacy.add_purpose('marketing', 'newsletters')")
+    cdb.steward.execute("select privacy.place_restriction('customer', '6', 'objection', 'no newsletters', "
+                        "array['marketing']::text[], null::text[])")
+    assert marks(cdb, "orders", 6)[0] >= 4
+    assert rows(cdb.app, "select * from orders where customer_id = 6") == []
+    refused(cdb.app, "insert into orders values (69, 6, 1)")
+    assert cdb.scalar("select count(*) from orders where customer_id = 6", user="steward_user") == 2
