@@ -270,6 +270,11 @@ def test_held_rows_refuse_update_and_delete_and_stay(cdb: CitusDb) -> None:
         refused(conn, "delete from customers where id = 2")  # and the cascade
         refused(conn, "update orders set privacy_mark = 0 where customer_id = 2")  # unmarking by hand
         refused(conn, "delete from activity")
+    # break-glass opens nothing on a shard (it could not be journaled there)
+    glass = cdb.connect("steward_user", autocommit=False)
+    glass.execute("select privacy.break_glass('court order 2026-55')")
+    refused(glass, "update orders set total = 1 where customer_id = 2 and id = 20")
+    glass.rollback()
     refused(cdb.owner, "truncate activity")
     refused(cdb.owner, "truncate order_items")
     refused(cdb.owner, "truncate orders cascade")
