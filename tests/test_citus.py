@@ -611,3 +611,110 @@ def test_a_purpose_scoped_restriction_hides_the_rows_from_every_application_role
     assert rows(cdb.app, "select * from orders where customer_id = 6") == []
     refused(cdb.app, "insert into orders values (69, 6, 1)")
     assert cdb.scalar("select count(*) from orders where customer_id = 6", user="steward_user") == 2
+
+
+# -- the enforcement matrix (tests/test_matrix.py), the cells that apply, on the cluster ---
+
+class CPath:
+    def __init__(self, table: str, rows_of: str, change: str, insert: str | None) -> None:
+        self.table, self.rows_of, self.change, self.insert = table, rows_of, change, insert
+
+    def where(self, k: int) -> str:
+        return self.rows_of.format(k=k)
+
+
+CPATHS = [
+    CPath("public.customers", "id = {k}", "name = name || '!'", None),
+    CPath("public.orders", "customer_id = {k}", "total = total + 1", "insert into public.orders values (9{k}, {k}, 1)"),
+    CPath("public.order_items", "customer_id = {k}", "quantity = quantity + 1",
+          "insert into public.order_items values (9{k}0, {k}0, {k}, 1)"),
+    CPath("public.activity", "customer_id = {k}", "what = what || '!'", "insert into public.activity values ({k}, 'new')"),
+]
+
+
+def ccount(db: Db, path: CPath, k: int, user: str = "postgres") -> int:
+    return int(db.scalar(f"select count(*) from {path.table} where {path.where(k)}", user=user))
+
+
+def csnapshot(db: Db, path: CPath, k: int) -> list[tuple[Any, ...]]:
+    return rows(db.su, f"select to_jsonb(t) - 'privacy_mark' from {path.table} t where {path.where(k)} order by 1::text")
+
+
+def test_matrix_unrestricted_subject_is_fully_usable_by_the_app(cdb: CitusDb) -> None:
+    for path in CPATHS:
+        assert ccount(cdb, path, 1, "app") == ccount(cdb, path, 1) > 0
+        assert cdb.app.execute(f"update {path.table} set {path.change} where {path.where(1)}").rowcount == ccount(cdb, path, 1)
+        if path.insert:
+            cdb.app.execute(path.insert.format(k=1))
+    for path in reversed(CPATHS[1:]):
+        assert cdb.app.execute(f"delete from {path.table} where {path.where(1)}").rowcount > 0
+        assert ccount(cdb, path, 1) == 0
+
+
+def test_matrix_hold_refuses_update_and_delete_for_every_role_and_allows_new_rows(cdb: CitusDb) -> None:
+    hold(cdb, 3)
+    for user in ("app", "steward_user", "shop_owner"):
+        conn = cdb.connect(user)
+        for path in CPATHS:
+            before = csnapshot(cdb, path, 3)
+            err = refused(conn, f"update {path.table} set {path.change} where {path.where(3)}")
+            assert "UPDATE on" in str(err.diag.message_primary) and "customer/3" in str(err.diag.message_primary)
+            refused(conn, f"delete from {path.table} where {path.where(3)}")
+            assert csnapshot(cdb, path, 3) == before
+            assert ccount(cdb, path, 3, user) == len(before)  # reads stay allowed
+    for path in CPATHS:
+        if path.insert:
+            before = ccount(cdb, path, 3)
+            cdb.app.execute(path.insert.format(k=3))
+            assert ccount(cdb, path, 3) == before + 1
+            refused(cdb.app, f"delete from {path.table} where {path.where(3)}")
+            assert ccount(cdb, path, 3) == before + 1
+
+
+def test_matrix_restricted_rows_invisible_unchangeable_and_closed_to_new_rows(cdb: CitusDb) -> None:
+    before = {p.table: csnapshot(cdb, p, 2) for p in CPATHS}
+    restrict(cdb, 2)
+    for path in CPATHS:
+        assert ccount(cdb, path, 2, "app") == 0
+        assert ccount(cdb, path, 2, "steward_user") == ccount(cdb, path, 2, "shop_owner") == len(before[path.table]) > 0
+        assert ccount(cdb, path, 1, "app") == ccount(cdb, path, 1)  # other subjects untouched
+        assert cdb.app.execute(f"update {path.table} set {path.change} where {path.where(2)}").rowcount == 0
+        assert cdb.app.execute(f"delete from {path.table} where {path.where(2)}").rowcount == 0
+        if path.insert:
+            err = refused(cdb.app, path.insert.format(k=2))
+            message = str(err.diag.message_primary)
+            assert "INSERT on" in message and "processing restriction" in message and "customer/2" not in message
+            # the worker's server log has the subject, for the DBA
+            assert any(f"privacy: refused INSERT on {path.table}" in w.cluster.log_text() for w in cdb.workers)
+            # a steward may add rows for the subject; they stay hidden
+            cdb.steward.execute(path.insert.format(k=2))
+            assert ccount(cdb, path, 2, "app") == 0
+        assert csnapshot(cdb, path, 2)[:len(before[path.table])] == before[path.table] or path.insert
+    cdb.app.execute("delete from customers where id = 2")  # invisible: nothing
+    assert ccount(cdb, CPATHS[0], 2) == 1
+
+
+def test_matrix_hold_and_restriction_together_and_the_predicates(cdb: CitusDb) -> None:
+    hold(cdb, 4)
+    restrict(cdb, 4)
+    hold(cdb, 3)
+    restrict(cdb, 2)
+    for path in CPATHS:
+        assert ccount(cdb, path, 4, "app") == 0
+        err = refused(cdb.steward, f"update {path.table} set {path.change} where {path.where(4)}")
+        assert "legal hold" in str(err.diag.message_primary)
+    assert cdb.app.execute("select privacy.is_held('customer', 3), privacy.is_held('customer', '3'), "
+                           "privacy.is_held('customer', 1)").fetchone() == (True, True, False)
+    assert cdb.app.execute("select privacy.is_restricted('customer', 2), privacy.is_restricted('customer', 3)").fetchone() == (True, False)
+    # Citus runs neither a STABLE function of a column in a multi-shard DELETE nor the
+    # predicate's own read of subject_marks from inside a shard query: per row, the
+    # predicates are refused (fail closed) ...
+    with pytest.raises(psycopg.Error):
+        cdb.app.execute("delete from activity where not privacy.is_held('customer', customer_id)")
+    with pytest.raises(psycopg.Error):
+        cdb.app.execute("select customer_id from activity where privacy.is_held('customer', customer_id)")
+    assert cdb.scalar("select count(*) from activity") == 8
+    # ... and a retention purge that skips held subjects reads the row's own mark (bit 1: held)
+    cur = cdb.app.execute("delete from activity where privacy_mark & 1 = 0")
+    assert cur.rowcount == 5  # 1, 5, 6, 7, 8: 2 and 4 are invisible, 3 held
+    assert cdb.scalar("select count(*) from activity") == 3
