@@ -487,6 +487,7 @@ declare
     v_marked bigint;
     v_is_root boolean;
 begin
+    perform privacy.citus_session();  -- on a Citus coordinator: DDL after the multi-shard count below (sql/89_citus.sql)
     if v.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected', v_rel));
     end if;
@@ -647,6 +648,7 @@ declare
     v_target oid;
     v_name text;
 begin
+    perform privacy.citus_session();  -- on a Citus coordinator: triggers of distributed tables (sql/89_citus.sql)
     if v_rel is not null then
         for v_target in select v_rel::oid union all select d.relid from privacy.descendants(v_rel) d loop
             for v_name in select t.tgname from pg_catalog.pg_trigger t

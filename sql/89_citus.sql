@@ -137,6 +137,9 @@ begin
             'distribute it by that key co-located with the root table (undistribute_table, then create_distributed_table(..., colocate_with => ...)) '
             'and protect it with --column', p_rel));
     end if;
+    if exists (select 1 from pg_catalog.pg_class c where c.oid = p_rel and c.relkind = 'p') then
+        perform privacy.fail(pg_catalog.format('%s is a distributed partitioned table: the toolkit does not protect those on Citus yet (its partitions'' shards were not tried)', p_rel));
+    end if;
     if t.kind <> 'distributed' then
         perform privacy.fail(pg_catalog.format('%s is an append- or range-distributed Citus table: distribute it by the subject key (hash) to protect it', p_rel));
     end if;

@@ -718,3 +718,22 @@ def test_matrix_hold_and_restriction_together_and_the_predicates(cdb: CitusDb) -
     cur = cdb.app.execute("delete from activity where privacy_mark & 1 = 0")
     assert cur.rowcount == 5  # 1, 5, 6, 7, 8: 2 and 4 are invisible, 3 held
     assert cdb.scalar("select count(*) from activity") == 3
+
+
+def test_unprotect_removes_the_enforcement_from_every_shard(cdb: CitusDb) -> None:
+    h = hold(cdb, 1)
+    result = cli(cdb, "unprotect", "public.activity")
+    assert result.exit_code == 1 and "under a legal hold" in result.stderr
+    cdb.steward.execute("select privacy.release_hold(%s, 'case settled', 'order 1')", (h,))
+    result = cli(cdb, "unprotect", "public.activity")
+    assert result.exit_code == 0, result.output
+    for worker in cdb.workers:
+        with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as su:
+            su.execute("set citus.override_table_visibility = off")
+            assert su.execute("select count(*) from pg_trigger t join pg_class c on c.oid = t.tgrelid "
+                              "where c.relname ~ '^activity' and t.tgname ~ 'privacy'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_policy p join pg_class c on c.oid = p.polrelid "
+                              "where c.relname ~ '^activity'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid "
+                              "where c.relname ~ '^activity' and a.attname = 'privacy_mark' and not a.attisdropped").fetchone() == (0,)
+    cdb.app.execute("delete from activity where customer_id = 1")
