@@ -737,3 +737,19 @@ def test_unprotect_removes_the_enforcement_from_every_shard(cdb: CitusDb) -> Non
             assert su.execute("select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid "
                               "where c.relname ~ '^activity' and a.attname = 'privacy_mark' and not a.attisdropped").fetchone() == (0,)
     cdb.app.execute("delete from activity where customer_id = 1")
+
+
+def test_uninstall_is_refused_under_a_hold_and_then_removes_everything_from_every_node(cdb: CitusDb) -> None:
+    h = hold(cdb, 1)
+    assert cli(cdb, "uninstall", "--yes").exit_code == 1
+    cdb.steward.execute("select privacy.release_hold(%s, 'case settled', 'order 1')", (h,))
+    result = cli(cdb, "uninstall", "--yes")
+    assert result.exit_code == 0, result.output
+    for node in [cdb, *cdb.workers]:
+        with psycopg.connect(node.cluster.dsn(cdb.name), autocommit=True) as su:
+            su.execute("set citus.override_table_visibility = off")
+            assert su.execute("select count(*) from pg_namespace where nspname = 'privacy'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_trigger where tgname ~ 'privacy'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_policy where polname ~ '^privacy_'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_attribute where attname = 'privacy_mark' and not attisdropped").fetchone() == (0,)
+    assert cdb.scalar("select count(*) from orders") == 16
