@@ -438,6 +438,7 @@ def test_a_worker_killed_after_prepare_is_wholly_marked_after_recovery(cdb: Citu
     key = _key_on(cdb, worker)
     coord = cdb.citus.coordinator
     cdb.su.execute("alter system set synchronous_standby_names = 'nobody'")
+    cdb.su.execute("alter system set citus.recover_2pc_interval = -1")  # the test runs the recovery itself
     cdb.su.execute("select pg_reload_conf()")
     done: dict[str, Any] = {}
 
@@ -455,7 +456,8 @@ def test_a_worker_killed_after_prepare_is_wholly_marked_after_recovery(cdb: Citu
         with psycopg.connect(coord.dsn(cdb.name), autocommit=True) as watch:
             watch.execute("set synchronous_commit = local")
             deadline = time.monotonic() + 60
-            while watch.execute("select count(*) from pg_stat_activity where wait_event = 'SyncRep'").fetchone() != (1,):
+            while watch.execute("select count(*) from pg_stat_activity where wait_event = 'SyncRep' "
+                                "and usename = 'steward_user'").fetchone() != (1,):
                 assert time.monotonic() < deadline, "the placement never reached its commit"
                 time.sleep(0.05)
         with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as w:
@@ -474,9 +476,13 @@ def test_a_worker_killed_after_prepare_is_wholly_marked_after_recovery(cdb: Citu
     finally:
         _restart(worker.cluster)
     # The worker came back with the placement prepared, neither committed nor rolled back.
-    with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as w:
-        assert w.execute("select count(*) from pg_prepared_xacts").fetchone() == (1,)
-    cdb.su.execute("select recover_prepared_transactions()")
+    try:
+        with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as w:
+            assert w.execute("select count(*) from pg_prepared_xacts").fetchone() == (1,)
+        cdb.su.execute("select recover_prepared_transactions()")
+    finally:
+        cdb.su.execute("alter system reset citus.recover_2pc_interval")
+        cdb.su.execute("select pg_reload_conf()")
     state = _marks_everywhere(cdb, key)
     assert all(v == ([(str(key), 1)] if k.startswith("worker") else [1] * len(v)) for k, v in state.items()), state
     refused(cdb.app, "delete from orders where customer_id = %s", (key,))
