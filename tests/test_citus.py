@@ -300,6 +300,9 @@ def test_inserts_for_a_restricted_subject_are_refused_in_every_shape(cdb: CitusD
     assert marks(cdb, "orders", 2) == [1, 1, 1, 1]  # the copies of a held subject's rows are held
     # INSERT ... SELECT that Citus runs through the coordinator (COPY into the shards):
     # PostgreSQL refuses COPY under row-level security
+    refused(cdb.app, "insert into orders values (30, 3, 9) on conflict (customer_id, id) do update set total = 9")  # upsert
+    refused(cdb.app, "insert into orders values (20, 2, 9) on conflict (customer_id, id) do update set total = 9")  # onto a held row
+    refused(cdb.app, "with d as (delete from orders where customer_id = 2 returning *) select count(*) from d")
     refused(cdb.app, "insert into orders select 2000, 3, 5 from generate_series(1, 1)", sqlstate="0A000")
     refused(cdb.app, "insert into orders select 2000 + g, 3, 5 from generate_series(1, 3) g", sqlstate="0A000")
     # COPY: an application role may not COPY into a table under row-level security at all
