@@ -762,3 +762,19 @@ def test_uninstall_is_refused_under_a_hold_and_then_removes_everything_from_ever
             assert su.execute("select count(*) from pg_policy where polname ~ '^privacy_'").fetchone() == (0,)
             assert su.execute("select count(*) from pg_attribute where attname = 'privacy_mark' and not attisdropped").fetchone() == (0,)
     assert cdb.scalar("select count(*) from orders") == 16
+
+
+def test_erasure_of_an_unmarked_subject_works_and_of_a_restricted_one_is_refused(cdb: CitusDb) -> None:
+    result = cli(cdb, "erase", "7", "--reason", "retention ended")
+    assert result.exit_code == 0, result.output
+    for table in PROTECTED:
+        key = "id" if table == "customers" else "customer_id"
+        assert cdb.scalar(f"select count(*) from {table} where {key} = 7") == 0
+    assert cli(cdb, "erase", "certificate", result.output.split("certificate: pyctl erase certificate ")[1].split()[0]).exit_code == 0
+    # A restricted subject's rows cannot be deleted from a shard without the journal's
+    # knowing (the shard's trigger cannot tell the erasure from a correction): refused.
+    restrict(cdb, 3)
+    result = cli(cdb, "erase", "3", "--reason", "retention ended")
+    assert result.exit_code == 1 and "refused on Citus" in result.stderr
+    assert cdb.scalar("select count(*) from orders where customer_id = 3") == 2
+    assert cdb.scalar("select count(*) from privacy.erasures") == 1
