@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+
 
 class ClusterError(RuntimeError):
     """A throwaway cluster could not be created or started."""
@@ -174,3 +176,87 @@ def copy_of(primary: Cluster, *, follower: bool = True) -> Cluster:
         copy.destroy()
         raise
     return copy
+
+
+CITUS_SETTINGS = {
+    "shared_preload_libraries": "'citus'",
+    # Multi-node writes commit with two-phase commit: every node needs prepared transactions.
+    "max_prepared_transactions": "100",
+    "max_connections": "200",
+    # Shards hold little in tests and benchmarks: fewer of them keep DDL fast.
+    "citus.shard_count": "4",
+}
+
+
+def citus_installed(bindir: Path | None = None) -> bool:
+    """Whether the Citus extension is installed for the PostgreSQL of BINDIR."""
+    bindir = bindir or find_bindir()
+    pg_config = bindir / "pg_config"
+    sharedir = None
+    if pg_config.exists():
+        out = subprocess.run([str(pg_config), "--sharedir"], capture_output=True, text=True, check=False)
+        sharedir = Path(out.stdout.strip()) if out.returncode == 0 else None
+    if sharedir is None:
+        sharedir = Path("/usr/share/postgresql") / bindir.parent.name
+    return (sharedir / "extension" / "citus.control").exists()
+
+
+class CitusCluster:
+    """A Citus cluster on one machine: a coordinator and WORKERS workers, each a
+    throwaway :class:`Cluster` with Citus preloaded; removed by :meth:`destroy`."""
+
+    def __init__(self, workers: int = 2, settings: dict[str, str] | None = None) -> None:
+        conf = dict(CITUS_SETTINGS)
+        if settings:
+            conf.update(settings)
+        self.nodes: list[Cluster] = []
+        try:
+            for _ in range(workers + 1):
+                self.nodes.append(start_cluster(dict(conf)))
+        except BaseException:
+            self.destroy()
+            raise
+
+    @property
+    def coordinator(self) -> Cluster:
+        return self.nodes[0]
+
+    @property
+    def workers(self) -> list[Cluster]:
+        return self.nodes[1:]
+
+    def sql_all(self, statement: str, dbname: str = "postgres") -> None:
+        """Run STATEMENT as the superuser on every node (roles are per node)."""
+        for node in self.nodes:
+            with psycopg.connect(node.dsn(dbname), autocommit=True) as conn:
+                conn.execute(statement.encode())
+
+    def create_database(self, name: str, owner: str = "postgres") -> None:
+        """A database on every node with Citus in it, the workers added to the
+        coordinator's metadata (Citus does not propagate CREATE DATABASE)."""
+        for node in self.nodes:
+            with psycopg.connect(node.dsn("postgres"), autocommit=True) as conn:
+                conn.execute(f'create database "{name}" owner "{owner}"'.encode())
+            with psycopg.connect(node.dsn(name), autocommit=True) as conn:
+                conn.execute("create extension citus")
+                conn.execute(f'alter schema public owner to "{owner}"'.encode())
+        with psycopg.connect(self.coordinator.dsn(name), autocommit=True) as conn:
+            conn.execute("select citus_set_coordinator_host('127.0.0.1', %s)", (self.coordinator.port,))
+            for worker in self.workers:
+                conn.execute("select citus_add_node('127.0.0.1', %s)", (worker.port,))
+
+    def drop_database(self, name: str) -> None:
+        for node in self.nodes:
+            with psycopg.connect(node.dsn("postgres"), autocommit=True) as conn:
+                conn.execute(f'drop database if exists "{name}" with (force)'.encode())
+
+    def destroy(self) -> None:
+        for node in self.nodes:
+            node.destroy()
+
+
+def start_citus_cluster(workers: int = 2, settings: dict[str, str] | None = None) -> CitusCluster:
+    """Start a coordinator and WORKERS workers with Citus (see :class:`CitusCluster`)."""
+    if not citus_installed():
+        raise ClusterError("Citus is not installed for this PostgreSQL (../shared/citus/build installs it)")
+    return CitusCluster(workers, settings)

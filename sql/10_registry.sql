@@ -329,6 +329,9 @@ begin
     if not pg_catalog.pg_has_role(current_user, (select c.relowner from pg_catalog.pg_class c where c.oid = p_rel), 'USAGE') then
         perform privacy.fail(pg_catalog.format('%s must own %s (or be a member of its owner) to protect it', current_user, p_rel));
     end if;
+    -- On a Citus coordinator: the path a distributed table can be enforced with, or a refusal (sql/89_citus.sql).
+    select x.p_kind, x.p_columns, x.p_parent, x.p_parent_columns into p_kind, p_columns, p_parent, p_parent_columns
+      from privacy.citus_path(p_rel, p_subject_type, p_kind, p_columns, p_parent, p_parent_columns) x;
     if p_parent is not null then
         v_parent := privacy.registry_row(p_parent);
     end if;
@@ -484,6 +487,7 @@ declare
     v_marked bigint;
     v_is_root boolean;
 begin
+    perform privacy.citus_session();  -- on a Citus coordinator: DDL after the multi-shard count below (sql/89_citus.sql)
     if v.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected', v_rel));
     end if;
@@ -644,6 +648,7 @@ declare
     v_target oid;
     v_name text;
 begin
+    perform privacy.citus_session();  -- on a Citus coordinator: triggers of distributed tables (sql/89_citus.sql)
     if v_rel is not null then
         for v_target in select v_rel::oid union all select d.relid from privacy.descendants(v_rel) d loop
             for v_name in select t.tgname from pg_catalog.pg_trigger t

@@ -270,6 +270,10 @@ begin
     if v_rel is null then
         return;
     end if;
+    if (privacy.citus_table(v_rel)).kind is not null then
+        return query select * from privacy.citus_enforcement_plan(p_id);  -- distributed by Citus: sql/89_citus.sql
+        return;
+    end if;
     v_fn := 'privacy.pt_' || p.id;
     select * into v_subject from privacy.subject_types s where s.subject_type = p.subject_type;
     if p.parent_id is not null then
@@ -742,6 +746,7 @@ begin
     select pg_catalog.array_agg(x.relid) into v_new
       from privacy.descendants(p_table) x
      where not exists (select 1 from pg_catalog.pg_policy pol where pol.polrelid = x.relid and pol.polname = 'privacy_hide_restricted');
+    perform privacy.citus_session();  -- on a Citus coordinator: DDL after multi-shard statements (sql/89_citus.sql)
     -- Our own DDL must not send the DDL hooks (50_partitions.sql) back in here.
     v_hook := pg_catalog.current_setting('privacy.in_ddl_hook', true);
     perform pg_catalog.set_config('privacy.in_ddl_hook', 'on', true);
@@ -818,6 +823,9 @@ declare
     v_count bigint;
 begin
     select * into p from privacy.protected_tables where id = p_id;
+    if (privacy.citus_table(p.relid)).kind is not null then
+        return privacy.citus_remark_table(p_id, p_full);  -- distributed by Citus: sql/89_citus.sql
+    end if;
     select s.key_type into v_key_type from privacy.subject_types s where s.subject_type = p.subject_type;
     v_cols := privacy.join_columns('t.{c}', privacy.quoted(privacy.column_names(p.relid, p.attnums)), ', ');
     if p.path_kind = 'column' then

@@ -26,8 +26,15 @@ declare
     p privacy.protected_tables;
     v_doc text;
     v_identity text;
+    v_pk text;
 begin
     select * into p from privacy.protected_tables x where x.id = p_table_id;
+    -- privacy.row_identity() spelled out with the primary key's names, not the table's OID:
+    -- on Citus the expression runs on the shards, where that OID means nothing (89_citus.sql).
+    select 'pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(pg_catalog.format('%L, r.%I', a.attname, a.attname), ', ' order by a.attnum) || ')'
+      into v_pk
+      from pg_catalog.pg_index x join pg_catalog.pg_attribute a on a.attrelid = x.indrelid and a.attnum = any (x.indkey)
+     where x.indrelid = p.relid and x.indisprimary;
     if p_attnums is not null then
         -- Each column under the name it had, by its number; a dropped one is left out.
         select pg_catalog.format('pg_catalog.jsonb_build_object(%s)', coalesce(pg_catalog.string_agg(
@@ -43,10 +50,10 @@ begin
     elsif p_columns is not null then
         v_doc := '(select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), ''{}'') from pg_catalog.jsonb_each(pg_catalog.to_jsonb(r)) e '
                  || 'where e.key = any (' || pg_catalog.quote_literal(p_columns::text) || '::text[]))';
-        v_identity := pg_catalog.format('privacy.row_identity(%s, %s)', p.relid, v_doc);
+        v_identity := coalesce(v_pk, v_doc);
     else
         v_doc := 'pg_catalog.to_jsonb(r)';
-        v_identity := pg_catalog.format('privacy.row_identity(%s, pg_catalog.to_jsonb(r))', p.relid);
+        v_identity := coalesce(v_pk, v_doc);
     end if;
     return query execute pg_catalog.format(
         'select %s, pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(%s::text, ''UTF8'')), ''hex'') from (%s) r',

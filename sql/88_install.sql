@@ -21,6 +21,7 @@ begin
     -- What this database is, so a restored dump or a fork can tell it is a copy.
     insert into privacy.settings (name, value) values ('database_identity', privacy.database_identity())
     on conflict (name) do nothing;
+    perform privacy.citus_setup();  -- on a Citus coordinator: subject_marks on every node (sql/89_citus.sql)
     v_regenerated := privacy.refresh_enforcement();  -- (which records what heal() compares against)
     perform privacy.ledger_append('toolkit_installed', null, null, null,
         pg_catalog.jsonb_build_object('version', privacy.toolkit_version(), 'migrations', coalesce(p_migrations, '[]'::jsonb)));

@@ -111,7 +111,12 @@ as $$
         ('privacy.perform_erasure(uuid,boolean,jsonb)', 'owner'), ('privacy.run_pending_erasure(text,text)', 'owner'),
         ('privacy.sync_erasure(text,privacy.ledger,jsonb,jsonb)', 'owner'), ('privacy.reapply_erasures()', 'owner'),
         ('privacy.subjects_rows_sql(integer)', 'owner'), ('privacy.erase_rows_bulk(text,text[],uuid[])', 'owner'),
-        ('privacy.record_erasure(privacy.erasures,jsonb,jsonb)', 'owner')
+        ('privacy.record_erasure(privacy.erasures,jsonb,jsonb)', 'owner'),
+        -- Citus (sql/89_citus.sql)
+        ('privacy.citus_table(oid)', 'owner'), ('privacy.citus_session()', 'owner'), ('privacy.citus_setup()', 'owner'),
+        ('privacy.citus_path(regclass,text,text,name[],regclass,name[])', 'owner'),
+        ('privacy.citus_refuse(text,text,smallint,text,boolean,text)', 'owner'), ('privacy.citus_guard_truncate()', 'owner'),
+        ('privacy.citus_remark_table(integer,boolean)', 'owner'), ('privacy.citus_enforcement_plan(integer)', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

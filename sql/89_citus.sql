@@ -1,0 +1,545 @@
+-- sql/89_citus.sql: holds and restrictions on a Citus cluster (issue 20).
+--
+-- On a Citus coordinator the toolkit protects tables distributed by the subject key and
+-- co-located with the subject's root table. Every shard, on every worker, carries the
+-- enforcement itself (Citus copies triggers and policies onto the shards), so it holds
+-- for a query through the coordinator (router, multi-shard, INSERT ... SELECT, COPY)
+-- and for a role that connects straight to a worker and names a shard.
+--
+-- What the shards can read decides the design:
+-- - A shard's trigger runs on its worker, which has none of the toolkit's coordinator
+--   tables (registry, restrictions, ledger, settings). privacy.subject_marks is made a
+--   Citus reference table, so a copy of it is on every node and a trigger reads it
+--   locally; placement writes it on every node in one distributed transaction
+--   (two-phase commit), together with the marks of the subject's rows.
+-- - Citus recreates a RESTRICTIVE policy as PERMISSIVE on the shards (measured on
+--   13.2.2), where the toolkit's restrictive policy would fail open. A distributed table
+--   therefore gets the toolkit's condition as its only policy, permissive; protect
+--   refuses a distributed table with policies of its own.
+-- - A child reads no parent on another shard: a child must be distributed by the column
+--   of its path that holds the subject key, co-located with the root, and its rows take
+--   their mark from subject_marks by that column (a --via path is registered as the
+--   --column path it amounts to). --referenced-by and reference tables are refused.
+-- - The triggers on the shards name nothing only the coordinator knows: the steward role
+--   is written into them, refusals name the subject but not the hold's id or case, and
+--   changes that would have to be journaled (a steward's correction of a restricted
+--   row, break-glass) are refused.
+
+-- What Citus makes of a relation: kind 'distributed' (hash), 'reference', 'other'
+-- (append or range distributed), or null (a plain table, a Citus local table, or no
+-- Citus in this database); its distribution column and co-location group.
+create or replace function privacy.citus_table(p_relid oid, out kind text, out dist_column name, out colocation integer)
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+begin
+    if not exists (select 1 from pg_catalog.pg_extension e where e.extname = 'citus') then
+        return;
+    end if;
+    -- (Dynamic: pg_dist_partition exists only where Citus is installed.)
+    execute $q$
+        select case when p.partmethod = 'h' then 'distributed'
+                    when p.partmethod = 'n' and p.repmodel = 't' then 'reference'
+                    when p.partmethod = 'n' then null
+                    else 'other' end,
+               case when p.partmethod = 'h' then pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)::name end,
+               p.colocationid
+          from pg_catalog.pg_dist_partition p where p.logicalrelid = $1$q$
+      into kind, dist_column, colocation using p_relid;
+end;
+$$;
+
+-- Every transaction that protects, places or releases on a Citus coordinator: one
+-- connection per worker (sequential), so that DDL and function propagation may follow
+-- a multi-shard statement in the same transaction ("cannot run function command
+-- because there was a parallel operation") and a shard's trigger sees this
+-- transaction's own writes to subject_marks; and triggers on distributed tables.
+create or replace function privacy.citus_session()
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+begin
+    if not exists (select 1 from pg_catalog.pg_extension e where e.extname = 'citus') then
+        return;
+    end if;
+    if pg_catalog.current_setting('citus.multi_shard_modify_mode', true) is distinct from 'sequential' then
+        begin
+            perform pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+        exception when others then
+            null;  -- a parallel statement came first in this transaction: Citus says so itself if it matters
+        end;
+    end if;
+    perform pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+end;
+$$;
+
+-- Install on a Citus coordinator: the subject marks become a reference table (a copy on
+-- every node, for the shards' triggers). Needs the coordinator in the metadata
+-- (citus_set_coordinator_host): the toolkit's own tables stay on the coordinator and
+-- are joined with that copy there.
+create or replace function privacy.citus_setup()
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_coordinator boolean;
+begin
+    if not exists (select 1 from pg_catalog.pg_extension e where e.extname = 'citus') then
+        return;
+    end if;
+    execute 'select exists (select 1 from pg_catalog.pg_dist_node n where n.groupid = 0)' into v_coordinator;
+    if not v_coordinator then
+        perform privacy.fail('Citus is installed but the coordinator is not in its metadata: run select citus_set_coordinator_host(''<host>'', <port>) on the coordinator first (the toolkit keeps a reference table that its own tables join on the coordinator)');
+    end if;
+    if (privacy.citus_table('privacy.subject_marks'::regclass)).kind is null then
+        perform privacy.citus_session();
+        execute 'select pg_catalog.create_reference_table(''privacy.subject_marks'')';
+    end if;
+end;
+$$;
+
+-- The path protect registers for P_REL on a Citus coordinator: unchanged for a plain
+-- table; for a distributed table, the --column path on its distribution column (a
+-- --via path through a co-located parent becomes that); anything else is refused,
+-- saying what to change.
+create or replace function privacy.citus_path(p_rel regclass, p_subject_type text, inout p_kind text, inout p_columns name[],
+                                              inout p_parent regclass, inout p_parent_columns name[])
+    stable
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    t record;
+    r record;
+    v_root regclass;
+    v_key name;
+    v_parent record;
+    i integer;
+    v_policies text;
+begin
+    select * into t from privacy.citus_table(p_rel);
+    if t.kind is null then
+        if p_kind = 'referenced_by' and (privacy.citus_table(p_parent)).kind is not null then
+            perform privacy.fail(pg_catalog.format('%s: --referenced-by from the Citus table %s is not supported on Citus', p_rel, p_parent));
+        end if;
+        return;  -- a table Citus does not distribute: protected as on one machine
+    end if;
+    if t.kind = 'reference' then
+        perform privacy.fail(pg_catalog.format(
+            '%s is a Citus reference table: on Citus the toolkit protects only tables distributed by the subject key '
+            '(a reference table is copied to every node, and the marks of rows many subjects share cannot be kept there). '
+            'Lookup data needs no protection; if each of its rows belongs to one subject, give it the subject key, '
+            'distribute it by that key co-located with the root table (undistribute_table, then create_distributed_table(..., colocate_with => ...)) '
+            'and protect it with --column', p_rel));
+    end if;
+    if exists (select 1 from pg_catalog.pg_class c where c.oid = p_rel and c.relkind = 'p') then
+        perform privacy.fail(pg_catalog.format('%s is a distributed partitioned table: the toolkit does not protect those on Citus yet (its partitions'' shards were not tried)', p_rel));
+    end if;
+    if t.kind <> 'distributed' then
+        perform privacy.fail(pg_catalog.format('%s is an append- or range-distributed Citus table: distribute it by the subject key (hash) to protect it', p_rel));
+    end if;
+    if p_kind = 'referenced_by' then
+        perform privacy.fail(pg_catalog.format(
+            '%s: --referenced-by is not supported on Citus (the mark of a row that the rows of %s point at would have to be kept on another shard). '
+            'If each of its rows belongs to one subject, add the subject key to it, distribute it by that key co-located with the root table and protect it with --column',
+            p_rel, p_parent));
+    end if;
+    select pg_catalog.string_agg(pg_catalog.quote_ident(pol.polname), ', ') into v_policies
+      from pg_catalog.pg_policy pol where pol.polrelid = p_rel and pol.polname !~ '^privacy_';
+    if v_policies is not null then
+        perform privacy.fail(pg_catalog.format(
+            '%s has row-level security policies of its own (%s): Citus recreates every policy as PERMISSIVE on the shards, '
+            'so the toolkit''s condition could not be combined with them there and would fail open. '
+            'Drop them (or fold their condition into your grants) before protecting it on Citus', p_rel, v_policies));
+    end if;
+    select s.relid::regclass, (privacy.column_names(s.relid, array[s.key_attnum]))[1] into v_root, v_key
+      from privacy.subject_types s where s.subject_type = p_subject_type;
+    if v_root = p_rel then
+        if t.dist_column is distinct from v_key then
+            perform privacy.fail(pg_catalog.format('%s is distributed by %s, not by its key %s: distribute the root table of a subject type by its key',
+                p_rel, t.dist_column, v_key));
+        end if;
+        return;
+    end if;
+    select * into r from privacy.citus_table(v_root);
+    if r.kind is distinct from 'distributed' then
+        perform privacy.fail(pg_catalog.format('%s is distributed but the root table of subject type %s, %s, is not: distribute %s by %s first',
+            p_rel, p_subject_type, v_root, v_root, v_key));
+    end if;
+    if t.colocation is distinct from r.colocation then
+        perform privacy.fail(pg_catalog.format(
+            '%s is not co-located with %s, the root table of subject type %s: on Citus a protected table''s rows must be on the shard of their subject. '
+            'Co-locate it: select update_distributed_table_colocation(%L, colocate_with => %L)',
+            p_rel, v_root, p_subject_type, p_rel::text, v_root::text));
+    end if;
+    if p_kind = 'column' then
+        if p_columns[1] is distinct from t.dist_column then
+            perform privacy.fail(pg_catalog.format(
+                '%s is distributed by %s, not by its path column %s: on Citus a protected table must be distributed by the column that holds the subject key. '
+                'Redistribute it: select alter_distributed_table(%L, distribution_column => %L, colocate_with => %L)',
+                p_rel, t.dist_column, p_columns[1], p_rel::text, p_columns[1], v_root::text));
+        end if;
+        return;
+    end if;
+    -- via: the foreign key's column that points at the parent's distribution column holds the subject key.
+    select * into v_parent from privacy.citus_table(p_parent);
+    i := pg_catalog.array_position(p_parent_columns, v_parent.dist_column);
+    if v_parent.kind is distinct from 'distributed' or i is null or p_columns[i] is distinct from t.dist_column then
+        perform privacy.fail(pg_catalog.format(
+            '%s is distributed by %s, but its path to %s does not run through that column: on Citus a child must be distributed by the column of its foreign key '
+            'that holds the subject key%s, co-located with %s',
+            p_rel, t.dist_column, p_parent,
+            case when i is not null then pg_catalog.format(' (%s)', p_columns[i]) else pg_catalog.format(' (the foreign key must include %s.%s)', p_parent, v_parent.dist_column) end,
+            v_root));
+    end if;
+    p_kind := 'column';
+    p_columns := array[t.dist_column];
+    p_parent := null;
+    p_parent_columns := null;
+end;
+$$;
+
+-- A refusal raised on a shard: only what the row and the trigger know (no registry, no
+-- restriction ids on a worker). SQLSTATE PV001 and the 'privacy: ' prefix like every
+-- refusal; a restricted role is not told whose row it is.
+create or replace function privacy.citus_refuse(p_table text, p_operation text, p_mark smallint, p_subject text,
+                                                p_privileged boolean, p_reason text)
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_kind text := case when p_mark & 1 <> 0 then 'legal hold' else 'a processing restriction' end;
+    v_full text := case when p_subject is null then pg_catalog.format('it holds rows of a subject under %s', v_kind)
+                        else pg_catalog.format('subject %s is under %s', p_subject, v_kind) end;
+    v_shown text;
+begin
+    if p_reason is not null then
+        v_shown := p_reason;
+    elsif p_mark >= 2 and not p_privileged then
+        v_shown := pg_catalog.format('%s under %s',
+            case when p_operation = 'TRUNCATE' then 'it holds rows of a subject' else 'the row''s subject is' end, v_kind);
+    else
+        v_shown := v_full;
+    end if;
+    raise log 'privacy: refused % on % by % (session %): %', p_operation, p_table, privacy.acting_role(), session_user, v_full;
+    raise exception using
+        errcode = 'PV001',
+        message = pg_catalog.format('privacy: %s on %s refused: %s', p_operation, p_table, v_shown),
+        hint = case when p_mark & 1 <> 0
+                    then 'A legal hold preserves the data: nobody may change or delete it until the hold is released.'
+                    else 'Restricted data may only be stored until the restriction is released.' end;
+end;
+$$;
+
+-- TRUNCATE of a protected distributed table (on the coordinator, or from a worker
+-- through the distributed table): refused while it holds marked rows. Arguments: the
+-- table's name and the steward role.
+create or replace function privacy.citus_guard_truncate()
+    returns trigger
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_mark smallint;
+    v_actor name := privacy.acting_role();
+begin
+    execute pg_catalog.format('select t.privacy_mark from %s t where t.privacy_mark <> 0 order by t.privacy_mark & 1 desc, t.privacy_mark limit 1',
+                              tg_relid::regclass)
+      into v_mark;
+    if v_mark is not null then
+        perform privacy.citus_refuse(tg_argv[0], 'TRUNCATE', v_mark, null,
+            exists (select 1 from pg_catalog.pg_roles r where r.rolname = v_actor and (r.rolsuper or r.rolbypassrls))
+            or pg_catalog.pg_has_role(v_actor, tg_argv[1], 'MEMBER'), null);
+    end if;
+    return null;
+end;
+$$;
+
+-- Re-marks a protected distributed table from subject_marks (what remark_table does on
+-- one machine): a join with the reference table, which Citus runs on every shard.
+create or replace function privacy.citus_remark_table(p_id integer, p_full boolean)
+    returns bigint
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    v_col text;
+    v_count bigint;
+    v_more bigint := 0;
+begin
+    select * into p from privacy.protected_tables where id = p_id;
+    perform privacy.citus_session();
+    v_col := pg_catalog.quote_ident((privacy.column_names(p.relid, p.attnums))[1]);
+    execute pg_catalog.format(
+        'update %s t set privacy_mark = m.mark from privacy.subject_marks m '
+        'where m.subject_type = %L and m.subject_key = t.%s::text and t.privacy_mark is distinct from m.mark',
+        privacy.relation_of(p), p.subject_type, v_col);
+    get diagnostics v_count = row_count;
+    if p_full then
+        execute pg_catalog.format(
+            'update %s t set privacy_mark = 0 where t.privacy_mark <> 0 and (t.%s)::text not in '
+            '(select m.subject_key from privacy.subject_marks m where m.subject_type = %L)',
+            privacy.relation_of(p), v_col, p.subject_type);
+        get diagnostics v_more = row_count;
+    end if;
+    return v_count + v_more;
+end;
+$$;
+
+-- The enforcement of a protected distributed table (privacy.enforcement_plan calls this
+-- for one): the same objects, by the same names, as on one machine, built from what a
+-- shard can read. Its path is a column holding the subject key (citus_path).
+create or replace function privacy.citus_enforcement_plan(p_id integer)
+    returns table (step integer, kind text, relid oid, name text, ddl text, shape text)
+    stable
+    set search_path = ''
+    language plpgsql
+as $gen$
+declare
+    p privacy.protected_tables;
+    v_rel regclass;
+    v_subject privacy.subject_types;
+    v_fn text;
+    v_col text;
+    v_type text;
+    v_key_type text;
+    v_lookup text;
+    v_insert_lookup text;
+    v_subject_of text;
+    v_privileged text;
+    v_table text;
+    v_owner name;
+    v_toolkit_owner name := (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy');
+    v_steward name := privacy.steward_role();
+    v_step integer := 0;
+    v_template text;
+    v_check text;
+    v_correction text := '''corrections of restricted rows are refused on Citus (a shard cannot journal them): correct the data after the restriction is released''';
+begin
+    select * into p from privacy.protected_tables x where x.id = p_id;
+    v_rel := privacy.relation_of(p);
+    if v_rel is null then
+        return;
+    end if;
+    if p.path_kind <> 'column' then
+        -- (citus_path registers only column paths; a table distributed after it was protected lands here.)
+        perform privacy.fail(pg_catalog.format('%s is protected with a %s path but is distributed by Citus: unprotect it and protect it again', v_rel, p.path_kind));
+    end if;
+    v_fn := 'privacy.pt_' || p.id;
+    select * into v_subject from privacy.subject_types s where s.subject_type = p.subject_type;
+    v_col := pg_catalog.quote_ident((privacy.column_names(v_rel, p.attnums))[1]);
+    v_type := (select privacy.qualified_type(pg_catalog.format_type(a.atttypid, a.atttypmod))
+                 from pg_catalog.pg_attribute a where a.attrelid = v_rel and a.attnum = p.attnums[1]);
+    v_key_type := privacy.qualified_type(v_subject.key_type);
+    v_owner := (select pg_catalog.pg_get_userbyid(c.relowner) from pg_catalog.pg_class c where c.oid = v_rel);
+    v_table := pg_catalog.quote_literal(v_rel::text);
+    v_lookup := pg_catalog.format(
+        'select s.mark into v_mark from privacy.subject_marks s where s.subject_type operator(pg_catalog.=) %L '
+        'and s.subject_key operator(pg_catalog.=) ({k}::%s)::pg_catalog.text;', p.subject_type, v_key_type);
+    v_subject_of := pg_catalog.format('%L operator(pg_catalog.||) ''/'' operator(pg_catalog.||) ({k}::%s)::pg_catalog.text', p.subject_type, v_key_type);
+    -- Superusers and BYPASSRLS roles, stewards, the table's owner (by the shard's owner,
+    -- the same role), as privacy.is_privileged says, without the coordinator's tables.
+    v_privileged := pg_catalog.format(
+        '(exists (select 1 from pg_catalog.pg_roles r where r.rolname operator(pg_catalog.=) v_actor and (r.rolsuper or r.rolbypassrls)) '
+        'or pg_catalog.pg_has_role(v_actor, %L, ''MEMBER'') '
+        'or exists (select 1 from pg_catalog.pg_class c where c.oid operator(pg_catalog.=) tg_relid and pg_catalog.pg_has_role(v_actor, c.relowner, ''USAGE'')))',
+        v_steward);
+
+    -- The mark of a subject key (placement and status call it on the coordinator).
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_mark(%s)', p.id, v_type);
+    ddl := pg_catalog.format($f$
+create function %s_mark(a1 %s)
+    returns smallint
+    stable
+    set search_path = ''
+    language plpgsql
+as $body$
+declare
+    v_mark smallint;
+begin
+    %s
+    return coalesce(v_mark, 0);
+end;
+$body$$f$, v_fn, v_type, pg_catalog.replace(v_lookup, '{k}', 'a1'));
+    shape := ddl;
+    return next;
+
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_subjects(%s)', p.id, v_type);
+    ddl := pg_catalog.format($f$
+create function %s_subjects(a1 %s)
+    returns jsonb
+    stable
+    set search_path = ''
+    language sql
+as $body$
+    select case when a1 is null then '[]'::pg_catalog.jsonb
+                else pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(%L, (a1::%s)::pg_catalog.text)) end
+$body$$f$, v_fn, v_type, p.subject_type, v_key_type);
+    shape := ddl;
+    return next;
+
+    -- INSERT (every shard): the new row's mark; a restricted subject's rows only a steward
+    -- (or the owner) may add. A child reads the mark of its subject's row in the root table,
+    -- on the same worker (co-located), FOR SHARE: placement updates that row first, so a
+    -- writer waits for a placement in progress (and reads its mark), and a placement waits
+    -- for a writer that read the mark before it (and then marks the new row). (Advisory
+    -- locks, which order them on one machine, are local to each node.) The root table's own
+    -- rows read subject_marks: a placement needs the root row to exist already.
+    if v_rel is distinct from privacy.root_of(v_subject) then
+        v_insert_lookup := pg_catalog.format(
+            'select c.privacy_mark into v_mark from %s c where c.%I operator(pg_catalog.=) new.%s for share of c;',
+            privacy.root_of(v_subject), (privacy.column_names(v_subject.relid, array[v_subject.key_attnum]))[1], v_col);
+    else
+        v_insert_lookup := pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col);
+    end if;
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_insert()', p.id);
+    ddl := pg_catalog.format($f$
+create function %1$s_insert()
+    returns trigger
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $body$
+declare
+    v_mark smallint;
+    v_actor name;
+begin
+    %2$s
+    new.privacy_mark := coalesce(v_mark, 0);
+    if new.privacy_mark operator(pg_catalog.>=) 2 then
+        v_actor := privacy.acting_role();
+        if not %3$s then
+            perform privacy.citus_refuse(%4$s, 'INSERT', new.privacy_mark, %5$s, false, null);
+        end if;
+    end if;
+    return new;
+end;
+$body$$f$, v_fn, v_insert_lookup, v_privileged, v_table,
+           pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col));
+    shape := ddl;
+    return next;
+
+    -- UPDATE and DELETE of marked rows, and marking statements (every shard).
+    step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_row()', p.id);
+    ddl := pg_catalog.format($f$
+create function %1$s_row()
+    returns trigger
+    volatile
+    security definer
+    set search_path = ''
+    language plpgsql
+as $body$
+declare
+    v_mark smallint;
+    v_actor name := privacy.acting_role();
+    v_privileged boolean;
+begin
+    v_privileged := %2$s;
+    if tg_op = 'DELETE' then
+        if old.privacy_mark & 1 <> 0 then
+            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, null);
+        elsif old.privacy_mark >= 2 then
+            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
+        end if;
+        return old;
+    end if;
+    if new.privacy_mark is distinct from old.privacy_mark then
+        -- A marking statement (placement, release): it changes nothing but the mark, and
+        -- only to what subject_marks (written by this same transaction) gives.
+        %5$s
+        v_mark := coalesce(v_mark, 0);
+        if v_mark = old.privacy_mark and old.privacy_mark & 1 <> 0 then
+            perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
+        end if;
+        new := old;
+        new.privacy_mark := v_mark;
+        return new;
+    end if;
+    if old.privacy_mark & 1 <> 0 then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
+    elsif old.privacy_mark >= 2 then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
+    end if;
+    %7$s
+    v_mark := coalesce(v_mark, 0);
+    if v_mark >= 2 and not v_privileged then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %8$s, false, null);
+    end if;
+    new.privacy_mark := v_mark;
+    return new;
+end;
+$body$$f$, v_fn, v_privileged, v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col),
+           pg_catalog.replace(v_lookup, '{k}', 'old.' || v_col), v_correction,
+           pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col), pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col));
+    shape := ddl;
+    return next;
+
+    if v_owner is distinct from v_toolkit_owner then
+        step := v_step + 1; v_step := step; kind := 'grant'; relid := v_rel; name := 'trigger functions to ' || v_owner;
+        ddl := pg_catalog.format('grant execute on function %1$s_insert(), %1$s_row() to %2$I', v_fn, v_owner);
+        shape := pg_catalog.format('grant execute on function %1$s_insert(), %1$s_row() to the owner of %2$s', v_fn,
+                                   privacy.render(privacy.ph_rel(v_rel), false));
+        return next;
+    end if;
+
+    -- The toolkit's condition is the table's only policy, PERMISSIVE (Citus makes every
+    -- policy permissive on the shards): restricted rows are visible to stewards and the
+    -- toolkit's owner only. Purpose-scoped marks (4 and up) hide rows from every
+    -- restricted role here (no purpose policies on Citus: fail closed).
+    v_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%L, ''MEMBER'') or pg_catalog.pg_has_role(%L, ''USAGE'')',
+                                 v_steward, v_toolkit_owner);
+    for kind, name, v_template in
+        select 'trigger', 'zz_privacy_before_insert',
+               'create trigger zz_privacy_before_insert before insert on {target} for each row execute function ' || v_fn || '_insert()'
+        union all
+        select 'trigger', 'zz_privacy_before_update',
+               'create trigger zz_privacy_before_update before update on {target} for each row when (old.privacy_mark <> 0) '
+               'execute function ' || v_fn || '_row()'
+        union all
+        select 'trigger', 'zz_privacy_before_update_path',
+               'create trigger zz_privacy_before_update_path before update of privacy_mark, ' || privacy.ph_col(v_rel, p.attnums[1])
+               || ' on {target} for each row when (old.privacy_mark = 0 and (new.privacy_mark <> 0 or new.'
+               || privacy.ph_col(v_rel, p.attnums[1]) || ' is distinct from old.' || privacy.ph_col(v_rel, p.attnums[1])
+               || ')) execute function ' || v_fn || '_row()'
+        union all
+        select 'trigger', 'zz_privacy_before_delete',
+               'create trigger zz_privacy_before_delete before delete on {target} for each row when (old.privacy_mark <> 0) '
+               'execute function ' || v_fn || '_row()'
+        union all
+        select 'trigger', 'privacy_before_truncate',
+               pg_catalog.format('create trigger privacy_before_truncate before truncate on {target} for each statement '
+                                 'execute function privacy.citus_guard_truncate(%L, %L)', v_rel::text, v_steward)
+        union all
+        select 'rls', 'row level security', 'alter table {target} enable row level security'
+        union all
+        select 'grant', 'schema usage to the steward role',
+               pg_catalog.format('grant usage on schema %I to %I',
+                   (select n.nspname from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.oid = v_rel),
+                   v_steward)
+        union all
+        select 'grant', 'table privileges to the steward role',
+               pg_catalog.format('grant select, insert, update, delete on {target} to %I', v_steward)
+        union all
+        select 'policy', 'privacy_hide_restricted',
+               pg_catalog.format('create policy privacy_hide_restricted on {target} as permissive for all to public using (%s) with check (%s)',
+                                 v_check, v_check)
+    loop
+        step := v_step + 1; v_step := step; relid := v_rel;
+        v_template := pg_catalog.replace(v_template, '{target}', privacy.ph_rel(v_rel));
+        ddl := privacy.render(v_template, true); shape := privacy.render(v_template, false);
+        return next;
+    end loop;
+end;
+$gen$;

@@ -1,0 +1,780 @@
+"""Holds and restrictions on a Citus cluster (issue 20): a coordinator and two workers,
+started by the suite when Citus is installed (.ci/run installs it), with `customers`
+distributed by its key and the subject's other tables distributed by the subject key,
+co-located with it. Every query shape an application sends through the coordinator,
+and a role that connects straight to a worker and names a shard, against real nodes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from conftest import Db, hold, restrict
+from pyctl import install
+from pyctl.cli import main
+from pyctl.cluster import CitusCluster, Cluster, citus_installed, start_citus_cluster
+
+# .ci/run installs Citus and sets PYCTL_REQUIRE_CITUS: there, a missing Citus fails instead of skipping.
+pytestmark = pytest.mark.skipif(
+    not citus_installed() and not os.environ.get("PYCTL_REQUIRE_CITUS"),
+    reason="Citus is not installed for this PostgreSQL: ../shared/citus/build installs it (.ci/run does)")
+
+ROLES = """
+create role shop_owner login createrole;
+create role app login;
+create role steward_user login;
+"""
+
+# Tables are created, then distributed, then linked by foreign keys (Citus cannot
+# distribute a table that a local table's foreign key already ties to a reference table).
+SCHEMA = """
+set citus.multi_shard_modify_mode = 'sequential';
+create table countries (code text primary key, name text not null);
+create table addresses (id integer primary key, street text not null);
+create table customers (id integer primary key, name text not null, country text, address_id integer);
+create table orders (id integer not null, customer_id integer not null, total integer not null,
+                     primary key (customer_id, id));
+create table order_items (id integer not null, order_id integer not null, customer_id integer not null,
+                          quantity integer not null, primary key (customer_id, id));
+create table activity (customer_id integer, what text not null);
+create table notes (id integer primary key, customer_id integer not null, body text);
+create table tickets (id integer not null, customer_id integer not null, body text, primary key (customer_id, id));
+create table ruled (id integer not null, customer_id integer not null, primary key (customer_id, id));
+select create_reference_table('countries');
+select create_reference_table('addresses');
+select create_distributed_table('customers', 'id');
+select create_distributed_table('orders', 'customer_id', colocate_with => 'customers');
+select create_distributed_table('order_items', 'customer_id', colocate_with => 'customers');
+select create_distributed_table('activity', 'customer_id', colocate_with => 'customers');
+select create_distributed_table('notes', 'id', colocate_with => 'customers');
+select create_distributed_table('tickets', 'customer_id', colocate_with => 'none');
+select create_distributed_table('ruled', 'customer_id', colocate_with => 'customers');
+alter table customers add foreign key (country) references countries (code);
+alter table customers add foreign key (address_id) references addresses (id);
+alter table orders add foreign key (customer_id) references customers (id) on delete cascade;
+alter table order_items add foreign key (order_id, customer_id) references orders (id, customer_id) on delete cascade;
+alter table ruled enable row level security;
+create policy own_rule on ruled using (id > 0);
+insert into countries values ('DE', 'Germany'), ('FR', 'France');
+insert into addresses select g, 'street ' || g from generate_series(1, 8) g;
+insert into customers select g, 'customer ' || g, 'DE', g from generate_series(1, 8) g;
+insert into orders select c * 10 + j, c, 100 * c + j from generate_series(1, 8) c, generate_series(0, 1) j;
+insert into order_items select o.id * 10, o.id, o.customer_id, 1 from orders o;
+insert into activity select c, 'login' from generate_series(1, 8) c;
+grant select, insert, update, delete on all tables in schema public to app;
+reset citus.multi_shard_modify_mode;
+"""
+
+PROTECT = """
+select privacy.add_subject_type('customer', 'public.customers', 'id');
+select privacy.protect_via('public.orders', 'customer_id');
+select privacy.protect_via('public.order_items', 'order_id');
+select privacy.protect('public.activity', 'customer', 'customer_id');
+"""
+
+PROTECTED = ("customers", "orders", "order_items", "activity")
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def citus() -> Iterator[CitusCluster]:
+    c = start_citus_cluster()
+    try:
+        c.sql_all(ROLES)
+        yield c
+    finally:
+        c.destroy()
+
+
+class CitusDb(Db):
+    """A database on the coordinator, with connections to its workers too."""
+
+    def __init__(self, citus: CitusCluster, name: str) -> None:
+        super().__init__(citus.coordinator, name)
+        self.citus = citus
+        self.workers = [Db(w, name) for w in citus.workers]
+
+    def worker_of(self, table: str, key: int) -> tuple[Db, str]:
+        """The worker that holds KEY's shard of TABLE, and the shard's name."""
+        row = self.su.execute(
+            "select s.shard_name, s.nodeport from citus_shards s "
+            "where s.table_name = %s::regclass and s.shardid = get_shard_id_for_distribution_column(%s::regclass, %s)",
+            (table, table, key)).fetchone()
+        assert row is not None
+        worker = next(w for w in self.workers if w.cluster.port == row[1])
+        return worker, str(row[0])
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+        super().close()
+
+
+def _build(citus: CitusCluster, protect: bool = True) -> CitusDb:
+    name = f"c{next(_counter)}"
+    citus.create_database(name, owner="shop_owner")
+    db = CitusDb(citus, name)
+    with db.connect("shop_owner") as conn:  # one statement at a time, as Citus wants DDL
+        for statement in SCHEMA.split(";\n"):
+            if statement.strip():
+                conn.execute(statement.encode())
+    install.install(db.dsn("shop_owner"))
+    if protect:
+        db.owner.execute(PROTECT)
+    # (Roles made on each node by hand, as here, are not Citus's to propagate: grant on every node.)
+    citus.sql_all("grant privacy_steward to steward_user")
+    return db
+
+
+@pytest.fixture
+def cdb(citus: CitusCluster) -> Iterator[CitusDb]:
+    db = _build(citus)
+    try:
+        yield db
+    finally:
+        db.close()
+        citus.drop_database(db.name)
+
+
+def cli(db: Db, *args: str, user: str = "shop_owner") -> Result:
+    return CliRunner().invoke(main, ["--dsn", db.dsn(user), *args], catch_exceptions=False)
+
+
+def refused(conn: psycopg.Connection, statement: str, params: Any = None, sqlstate: str = "PV001") -> psycopg.Error:
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(statement, params)
+    err = info.value
+    assert err.sqlstate == sqlstate, f"expected {sqlstate}, got {err.sqlstate}: {err}"
+    if sqlstate == "PV001":
+        assert str(err.diag.message_primary).startswith("privacy: ")
+    return err
+
+
+def rows(conn: psycopg.Connection, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(query, params).fetchall()]
+
+
+def marks(db: Db, table: str, key: int) -> list[int]:
+    return [r[0] for r in rows(db.su, f"select privacy_mark from {table} where customer_id = %s order by 1", (key,))]
+
+
+# -- 1. install, subject add, protect, and the paths Citus cannot enforce ---------------
+
+def test_install_subject_add_and_protect_with_the_cli(citus: CitusCluster) -> None:
+    db = _build(citus, protect=False)
+    try:
+        assert cli(db, "subject", "add", "customer", "--table", "public.customers", "--key", "id").exit_code == 0
+        assert cli(db, "protect", "public.orders", "--via", "customer_id").exit_code == 0
+        assert cli(db, "protect", "public.order_items", "--via", "order_id").exit_code == 0
+        assert cli(db, "protect", "public.activity", "--column", "customer_id").exit_code == 0
+        tables = json.loads(cli(db, "--json", "tables").stdout)
+        assert {t["table"]: t["enforcement"] for t in tables} == {f"public.{t}": "installed" for t in PROTECTED}
+        # A --via child distributed by the subject key is enforced by that key: its path says so.
+        assert {t["table"]: t["path"] for t in tables}["public.order_items"] == "customer_id = customer key"
+        assert cli(db, "install").exit_code == 0  # a reinstall regenerates nothing
+        assert json.loads(cli(db, "--json", "tables").stdout) == tables
+        # The shards on the workers carry the triggers and the (permissive) policy.
+        for worker in db.workers:
+            worker.su.execute("set citus.override_table_visibility = off")
+            found = rows(worker.su, "select c.relname, count(*) filter (where t.tgname ~ '^zz_privacy_before_(insert|update|delete)'), "
+                                    "bool_and(c.relrowsecurity), (select count(*) from pg_policy p where p.polrelid = c.oid and p.polpermissive) "
+                                    "from pg_class c join pg_trigger t on t.tgrelid = c.oid "
+                                    "where c.relname ~ '^orders_[0-9]+$' group by c.oid, c.relname")
+            assert found and all(n == 4 and rls and pols == 1 for _, n, rls, pols in found), found
+    finally:
+        db.close()
+        citus.drop_database(db.name)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["protect", "public.notes", "--column", "customer_id"],
+     "public.notes is distributed by id, not by its path column customer_id"),
+    (["protect", "public.tickets", "--column", "customer_id"],
+     "public.tickets is not co-located with public.customers"),
+    (["protect", "public.addresses", "--referenced-by", "public.customers.address_id"],
+     "public.addresses is a Citus reference table"),
+    (["protect", "public.countries", "--column", "code", "--subject", "customer"],
+     "public.countries is a Citus reference table"),
+    (["protect", "public.ruled", "--column", "customer_id"],
+     "public.ruled has row-level security policies of its own (own_rule)"),
+])
+def test_protect_refuses_what_citus_cannot_enforce(cdb: CitusDb, args: list[str], says: str) -> None:
+    before = rows(cdb.su, "select count(*), (select count(*) from privacy.ledger) from privacy.protected_tables")
+    result = cli(cdb, *args)
+    assert result.exit_code == 1
+    assert says in result.stderr
+    # ... and says what to change
+    assert any(w in result.stderr for w in ("alter_distributed_table", "update_distributed_table_colocation",
+                                            "protect it with --column", "Drop them")), result.stderr
+    assert rows(cdb.su, "select count(*), (select count(*) from privacy.ledger) from privacy.protected_tables") == before
+    table = args[1].split(".")[1]
+    assert cdb.scalar("select count(*) from pg_attribute where attrelid = %s::regclass and attname = 'privacy_mark'",
+                      (f"public.{table}",)) == 0
+
+
+def test_reference_tables_for_lookup_data_work_beside_protected_tables(cdb: CitusDb) -> None:
+    h = hold(cdb, 2)
+    # Lookup data (a reference table the subject's rows point at) is read and written as before.
+    assert rows(cdb.app, "select c.id, k.name from customers c join countries k on k.code = c.country where c.id = 2") == [(2, "Germany")]
+    cdb.owner.execute("insert into countries values ('IT', 'Italy')")
+    cdb.app.execute("update customers set country = 'FR' where id = 3")
+    refused(cdb.app, "update customers set country = 'FR' where id = 2")
+    assert cdb.scalar("select country from customers where id = 2") == "DE"
+    assert cdb.scalar("select count(*) from privacy.processing_restrictions where id = %s", (h,)) == 1
+
+
+# -- 2. enforcement through the coordinator ---------------------------------------------
+
+def test_restricted_rows_invisible_to_the_app_in_every_query_shape(cdb: CitusDb) -> None:
+    restrict(cdb, 3)
+    for table in PROTECTED:
+        key = "id" if table == "customers" else "customer_id"
+        # router query
+        assert rows(cdb.app, f"select * from {table} where {key} = 3") == []
+        # multi-shard query and aggregate
+        assert 3 not in [r[0] for r in rows(cdb.app, f"select {key} from {table}")]
+        assert cdb.scalar(f"select count(*) from {table}", user="app") == cdb.scalar(f"select count(*) from {table} where {key} <> 3")
+        # the steward and the owner still see them
+        assert cdb.scalar(f"select count(*) from {table} where {key} = 3", user="steward_user") >= 1
+        assert cdb.scalar(f"select count(*) from {table} where {key} = 3", user="shop_owner") >= 1
+    # a join across co-located tables
+    assert rows(cdb.app, "select c.id from customers c join orders o on o.customer_id = c.id where c.id = 3") == []
+    # UPDATE and DELETE match nothing; a cascade from nothing deletes nothing
+    cdb.app.execute("update orders set total = 0 where customer_id = 3")
+    cdb.app.execute("delete from orders where customer_id = 3")
+    cdb.app.execute("delete from customers where id = 3")
+    assert cdb.scalar("select count(*) from orders where customer_id = 3 and total <> 0") == 2
+    assert cdb.scalar("select count(*) from customers where id = 3") == 1
+
+
+def test_held_rows_refuse_update_and_delete_and_stay(cdb: CitusDb) -> None:
+    hold(cdb, 2)
+    before = rows(cdb.su, "select * from orders order by customer_id, id")
+    for user in ("app", "steward_user", "shop_owner"):
+        conn = cdb.connect(user)
+        err = refused(conn, "update orders set total = 0 where customer_id = 2")  # router
+        assert "UPDATE on public.orders refused" in str(err) and "legal hold" in str(err)
+        refused(conn, "update orders set total = total + 1")  # multi-shard: all or nothing
+        refused(conn, "delete from orders where customer_id = 2 and id = 20")
+        refused(conn, "delete from order_items where customer_id = 2")
+        refused(conn, "delete from customers where id = 2")  # and the cascade
+        refused(conn, "update orders set privacy_mark = 0 where customer_id = 2")  # unmarking by hand
+        refused(conn, "delete from activity")
+    # break-glass opens nothing on a shard (it could not be journaled there)
+    glass = cdb.connect("steward_user", autocommit=False)
+    glass.execute("select privacy.break_glass('court order 2026-55')")
+    refused(glass, "update orders set total = 1 where customer_id = 2 and id = 20")
+    glass.rollback()
+    refused(cdb.owner, "truncate activity")
+    refused(cdb.owner, "truncate order_items")
+    refused(cdb.owner, "truncate orders cascade")
+    refused(cdb.owner, "truncate customers cascade")
+    assert rows(cdb.su, "select * from orders order by customer_id, id") == before
+    assert marks(cdb, "order_items", 2) == [1, 1]
+    # reads and new rows are allowed under a hold, and the new row is held too
+    assert cdb.scalar("select count(*) from orders where customer_id = 2", user="app") == 2
+    cdb.app.execute("insert into orders values (29, 2, 1)")
+    assert marks(cdb, "orders", 2) == [1, 1, 1]
+    refused(cdb.app, "update orders set total = 5 where customer_id = 2 and id = 29")
+
+
+def test_inserts_for_a_restricted_subject_are_refused_in_every_shape(cdb: CitusDb) -> None:
+    restrict(cdb, 3)
+    hold(cdb, 2)
+    count = cdb.scalar("select count(*) from orders")
+    refused(cdb.app, "insert into orders values (39, 3, 1)")  # router INSERT
+    refused(cdb.app, "insert into orders values (91, 1, 1), (39, 3, 1)")  # multi-row, multi-shard
+    # INSERT ... SELECT pushed down to the shards: the app reads no restricted row to copy
+    cdb.app.execute("insert into orders select id + 1000, customer_id, total from orders")
+    assert cdb.scalar("select count(*) from orders where id > 1000 and customer_id = 3") == 0
+    assert marks(cdb, "orders", 2) == [1, 1, 1, 1]  # the copies of a held subject's rows are held
+    # INSERT ... SELECT that Citus runs through the coordinator (COPY into the shards):
+    # PostgreSQL refuses COPY under row-level security
+    refused(cdb.app, "insert into orders values (30, 3, 9) on conflict (customer_id, id) do update set total = 9")  # upsert
+    refused(cdb.app, "insert into orders values (20, 2, 9) on conflict (customer_id, id) do update set total = 9")  # onto a held row
+    refused(cdb.app, "with d as (delete from orders where customer_id = 2 returning *) select count(*) from d")
+    refused(cdb.app, "insert into orders select 2000, 3, 5 from generate_series(1, 1)", sqlstate="0A000")
+    refused(cdb.app, "insert into orders select 2000 + g, 3, 5 from generate_series(1, 3) g", sqlstate="0A000")
+    # COPY: an application role may not COPY into a table under row-level security at all
+    with pytest.raises(psycopg.Error) as info:
+        with cdb.app.cursor().copy("copy orders (id, customer_id, total) from stdin") as copy:
+            copy.write_row((3000, 3, 1))
+    assert info.value.sqlstate == "0A000"
+    # the owner may COPY (it sees everything); the rows take their subject's marks
+    with cdb.owner.cursor().copy("copy orders (id, customer_id, total, privacy_mark) from stdin") as copy:
+        copy.write_row((3001, 3, 1, 0))
+        copy.write_row((3002, 2, 1, 0))
+        copy.write_row((3003, 1, 1, 3))
+    assert rows(cdb.su, "select id, privacy_mark from orders where id > 3000 order by id") == [(3001, 2), (3002, 1), (3003, 0)]
+    assert cdb.scalar("select count(*) from orders") == count + (count - 2) + 3
+    assert cdb.scalar("select count(*) from orders where customer_id = 3 and id > 1000 and id < 3000") == 0
+
+
+def test_steward_sees_restricted_rows_but_corrections_are_refused_on_citus(cdb: CitusDb) -> None:
+    restrict(cdb, 3)
+    assert cdb.scalar("select count(*) from orders where customer_id = 3", user="steward_user") == 2
+    err = refused(cdb.steward, "update orders set total = 1 where customer_id = 3")
+    assert "corrections of restricted rows are refused on Citus" in str(err)
+    refused(cdb.steward, "delete from orders where customer_id = 3")
+    assert cdb.scalar("select count(*) from orders where customer_id = 3 and total <> 1") == 2
+    assert cdb.scalar("select count(*) from privacy.corrections") == 0
+
+
+def test_release_lifts_enforcement_on_every_shard(cdb: CitusDb) -> None:
+    h = hold(cdb, 2)
+    r = restrict(cdb, 3)
+    cdb.steward.execute("select privacy.release_hold(%s, 'case settled', 'order 1')", (h,))
+    cdb.steward.execute("select privacy.release_restriction(%s, 'resolved', true)", (r,))
+    for table in PROTECTED:
+        key = "id" if table == "customers" else "customer_id"
+        assert cdb.scalar(f"select count(*) from {table} where privacy_mark <> 0") == 0
+        assert cdb.scalar(f"select count(*) from {table} where {key} = 3", user="app") >= 1
+    cdb.app.execute("update orders set total = 7 where customer_id in (2, 3)")
+    assert cdb.scalar("select count(*) from orders where total = 7") == 4
+    assert cdb.scalar("select count(*) from privacy.subject_marks") == 0
+
+
+# -- 2b. straight on a worker, naming a shard -------------------------------------------
+
+def test_a_role_on_a_worker_naming_a_shard_is_bound_too(cdb: CitusDb) -> None:
+    hold(cdb, 2)
+    restrict(cdb, 3)
+    # the restricted subject's shard: invisible to the app, visible to the steward, no new rows
+    worker, shard = cdb.worker_of("orders", 3)
+    app = worker.connect("app")
+    assert rows(app, f"select * from {shard} where customer_id = 3") == []
+    assert rows(app, "select * from orders where customer_id = 3") == []  # the distributed table, from a worker
+    assert len(rows(worker.connect("steward_user"), f"select * from {shard} where customer_id = 3")) == 2
+    # Citus refuses changes to a shard unless the session says otherwise; any role may say so.
+    app.execute("set citus.enable_manual_changes_to_shards = on")
+    refused(app, f"insert into {shard} (id, customer_id, total) values (99, 3, 1)")
+    refused(app, f"insert into {shard} (id, customer_id, total, privacy_mark) values (98, 3, 1, 0)")
+    app.execute(f"update {shard} set total = 0 where customer_id = 3")  # nothing matches
+    app.execute(f"delete from {shard} where customer_id = 3")
+    # the held subject's shard: visible, but nobody changes or deletes its rows
+    worker, shard = cdb.worker_of("orders", 2)
+    app = worker.connect("app")
+    assert len(rows(app, f"select * from {shard} where customer_id = 2")) == 2
+    owner = worker.connect("shop_owner")
+    for conn in (app, owner):
+        conn.execute("set citus.enable_manual_changes_to_shards = on")
+        refused(conn, f"update {shard} set total = 0 where customer_id = 2")
+        refused(conn, f"delete from {shard} where customer_id = 2")
+        refused(conn, f"update {shard} set privacy_mark = 0 where customer_id = 2")
+    with pytest.raises(psycopg.Error):
+        app.execute(f"alter table {shard} disable trigger all")
+    # nor may it read which subjects are marked, on any node
+    shard_of_marks = cdb.scalar("select shard_name from citus_shards where table_name = 'privacy.subject_marks'::regclass limit 1")
+    for w in cdb.workers:
+        refused(w.connect("app"), "select * from privacy.subject_marks", sqlstate="42501")
+        refused(w.connect("app"), f"select * from {shard_of_marks}", sqlstate="42501")
+    worker, items = cdb.worker_of("order_items", 2)
+    app = worker.connect("app")
+    refused(app, "delete from order_items where customer_id = 2")
+    app.execute("set citus.enable_manual_changes_to_shards = on")
+    refused(app, f"delete from {items} where customer_id = 2")
+    assert rows(cdb.su, "select customer_id, count(*), min(total) from orders where customer_id in (2, 3) group by 1 order by 1") == [
+        (2, 2, 200), (3, 2, 300)]
+
+
+# -- 3. atomic placement with a worker killed, verify, export ---------------------------
+
+def _marks_everywhere(db: CitusDb, key: int) -> dict[str, Any]:
+    """The subject's marks as each node stores them (the coordinator's view of the shards,
+    and each node's own copy of subject_marks)."""
+    out: dict[str, Any] = {t: marks(db, t, key) if t != "customers" else
+                           [r[0] for r in rows(db.su, "select privacy_mark from customers where id = %s", (key,))]
+                           for t in PROTECTED}
+    for i, w in enumerate(db.workers):
+        with psycopg.connect(w.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("set citus.override_table_visibility = off")
+            out[f"worker{i}"] = rows(conn, "select subject_key, mark from privacy.subject_marks where subject_key = %s", (str(key),))
+    return out
+
+
+def _key_on(db: CitusDb, worker: Db) -> int:
+    for key in range(1, 9):
+        if db.worker_of("orders", key)[0] is worker:
+            return key
+    raise AssertionError("no subject on that worker")
+
+
+def _restart(node: Cluster) -> None:
+    node.start()
+    node.wait_ready()
+
+
+def test_a_worker_killed_before_commit_leaves_the_subject_unmarked(cdb: CitusDb) -> None:
+    worker = cdb.workers[1]
+    key = _key_on(cdb, worker)
+    steward = cdb.connect("steward_user", autocommit=False)
+    steward.execute("select privacy.place_hold('customer', %s, 'CASE-K', 'preserve')", (str(key),))
+    worker.close()
+    worker.cluster.stop("immediate")
+    try:
+        with pytest.raises(psycopg.Error):
+            steward.commit()
+    finally:
+        steward.close()
+        _restart(worker.cluster)
+    cdb.su.execute("select recover_prepared_transactions()")
+    state = _marks_everywhere(cdb, key)
+    assert all(v == ([] if k.startswith("worker") else [0] * len(v)) for k, v in state.items()), state
+    assert cdb.scalar("select count(*) from privacy.processing_restrictions") == 0
+    cdb.app.execute("update orders set total = 1 where customer_id = %s", (key,))  # not held
+
+
+def test_a_worker_killed_after_prepare_is_wholly_marked_after_recovery(cdb: CitusDb) -> None:
+    """The coordinator's commit waits (synchronous replication to nobody) after every
+    worker prepared; a worker dies then; the coordinator commits; recovery finishes it."""
+    worker = cdb.workers[1]
+    key = _key_on(cdb, worker)
+    coord = cdb.citus.coordinator
+    cdb.su.execute("alter system set synchronous_standby_names = 'nobody'")
+    cdb.su.execute("alter system set citus.recover_2pc_interval = -1")  # the test runs the recovery itself
+    cdb.su.execute("select pg_reload_conf()")
+    done: dict[str, Any] = {}
+
+    def place() -> None:
+        try:
+            with psycopg.connect(cdb.dsn("steward_user"), autocommit=True) as conn:
+                done["id"] = conn.execute("select privacy.place_hold('customer', %s, 'CASE-K', 'preserve')",
+                                          (str(key),)).fetchone()
+        except psycopg.Error as exc:  # pragma: no cover - reported below
+            done["error"] = exc
+
+    thread = threading.Thread(target=place)
+    thread.start()
+    try:
+        with psycopg.connect(coord.dsn(cdb.name), autocommit=True) as watch:
+            watch.execute("set synchronous_commit = local")
+            deadline = time.monotonic() + 60
+            while watch.execute("select count(*) from pg_stat_activity where wait_event = 'SyncRep' "
+                                "and usename = 'steward_user'").fetchone() != (1,):
+                assert time.monotonic() < deadline, "the placement never reached its commit"
+                time.sleep(0.05)
+        with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as w:
+            assert w.execute("select count(*) from pg_prepared_xacts").fetchone() == (1,)
+        worker.close()
+        worker.cluster.stop("immediate")
+    finally:
+        with psycopg.connect(coord.dsn(cdb.name), autocommit=True) as su:
+            su.execute("set synchronous_commit = local")
+            su.execute("alter system reset synchronous_standby_names")
+            su.execute("select pg_reload_conf()")
+        thread.join(60)
+    try:
+        assert "error" not in done, done
+        assert cdb.scalar("select count(*) from privacy.processing_restrictions where kind = 'legal_hold'") == 1
+    finally:
+        _restart(worker.cluster)
+    # The worker came back with the placement prepared, neither committed nor rolled back.
+    try:
+        with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as w:
+            assert w.execute("select count(*) from pg_prepared_xacts").fetchone() == (1,)
+        cdb.su.execute("select recover_prepared_transactions()")
+    finally:
+        cdb.su.execute("alter system reset citus.recover_2pc_interval")
+        cdb.su.execute("select pg_reload_conf()")
+    state = _marks_everywhere(cdb, key)
+    assert all(v == ([(str(key), 1)] if k.startswith("worker") else [1] * len(v)) for k, v in state.items()), state
+    refused(cdb.app, "delete from orders where customer_id = %s", (key,))
+
+
+def test_hold_verify_and_export_on_the_cluster(cdb: CitusDb, tmp_path: Path) -> None:
+    hold(cdb, 4)
+    result = cli(cdb, "hold", "verify", "--all", user="steward_user")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "export"
+    result = cli(cdb, "export", "4", "--out", str(out), "--format", "json", user="steward_user")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = {f["table"]: f["rows"] for f in manifest["files"]}
+    assert counts == {"public.customers": 1, "public.orders": 2, "public.order_items": 2, "public.activity": 1}
+    assert cli(cdb, "export", "verify", str(out), user="steward_user").exit_code == 0
+    # a held row changed behind the toolkit's back (a superuser, triggers off on a shard) is found
+    worker, shard = cdb.worker_of("orders", 4)
+    with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as su:
+        su.execute("set citus.enable_manual_changes_to_shards = on")
+        su.execute("set session_replication_role = replica")
+        su.execute(f"update {shard} set total = 0 where customer_id = 4")
+    assert cli(cdb, "hold", "verify", "--all", user="steward_user").exit_code == 1
+
+
+def _wait_for_lock(db: CitusDb, conns: int = 1) -> None:
+    """Until some session on any node waits for a lock (the writer, or the placement's
+    statement on a worker)."""
+    deadline = time.monotonic() + 30
+    while True:
+        waiting = 0
+        for node in [db, *db.workers]:
+            with psycopg.connect(node.cluster.dsn(db.name), autocommit=True) as conn:
+                row = conn.execute("select count(*) from pg_stat_activity where wait_event_type = 'Lock'").fetchone()
+                waiting += int(row[0]) if row else 0
+        if waiting >= conns:
+            return
+        assert time.monotonic() < deadline, "nobody waited"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("first", ["placement", "writer"])
+def test_a_row_written_during_a_placement_is_marked(cdb: CitusDb, first: str) -> None:
+    """Advisory locks are local to a node: on Citus a writer and a placement are ordered
+    by the subject's row in the root table (co-located), whichever comes first."""
+    steward = cdb.connect("steward_user", autocommit=False)
+    writer = cdb.connect("app", autocommit=False)
+    result: dict[str, Any] = {}
+
+    def second() -> None:
+        try:
+            if first == "placement":
+                writer.execute("insert into orders values (55, 5, 1)")
+                writer.commit()
+            else:
+                steward.execute("select privacy.place_restriction('customer', '5', 'accuracy', 'contested')")
+                steward.commit()
+        except psycopg.Error as exc:
+            result["error"] = exc
+
+    if first == "placement":
+        steward.execute("select privacy.place_restriction('customer', '5', 'accuracy', 'contested')")
+    else:
+        writer.execute("insert into orders values (55, 5, 1)")
+    thread = threading.Thread(target=second)
+    thread.start()
+    _wait_for_lock(cdb)
+    time.sleep(0.2)
+    (steward if first == "placement" else writer).commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    if first == "placement":
+        # the writer waited for the placement, then saw the restriction: refused, nothing added
+        assert isinstance(result.get("error"), psycopg.Error) and result["error"].sqlstate == "PV001", result
+        assert cdb.scalar("select count(*) from orders where id = 55") == 0
+    else:
+        assert "error" not in result, result
+        assert marks(cdb, "orders", 5) == [2, 2, 2]  # the writer's row was marked by the placement
+        assert rows(cdb.app, "select * from orders where customer_id = 5") == []
+
+
+def test_sync_brings_a_restored_copy_of_the_cluster_up_to_date(cdb: CitusDb) -> None:
+    """A restored backup of the whole cluster (every node's database copied at one moment,
+    before the hold) is brought to the primary's state by pyctl sync through its coordinator."""
+    copy = f"{cdb.name}_copy"
+    cdb.close()
+    for node in cdb.citus.nodes:
+        with psycopg.connect(node.dsn("postgres"), autocommit=True) as su:
+            for _ in range(20):  # (Citus's maintenance daemon reconnects: try again)
+                su.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s and pid <> pg_backend_pid()",
+                           (cdb.name,))
+                try:
+                    su.execute(f'create database "{copy}" template "{cdb.name}"'.encode())
+                    break
+                except psycopg.errors.ObjectInUse:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("could not copy the database")
+    try:
+        hold(cdb, 2)
+        restrict(cdb, 3)
+        result = cli(cdb, "fleet", "add", "restored", "--dsn", cdb.citus.coordinator.dsn(copy, user="shop_owner"),
+                     "--kind", "backup")
+        assert result.exit_code == 0, result.output
+        result = cli(cdb, "sync", "restored")
+        assert result.exit_code == 0, result.output
+        restored = Db(cdb.citus.coordinator, copy)
+        try:
+            refused(restored.app, "delete from orders where customer_id = 2")
+            assert rows(restored.app, "select * from orders where customer_id = 3") == []
+            assert restored.scalar("select count(*) from orders where customer_id = 3", user="steward_user") == 2
+            assert restored.scalar("select count(*) from privacy.verify_ledger()") == 0
+            assert [r[0] for r in rows(restored.su, "select subject_key from privacy.subject_marks order by 1")] == ["2", "3"]
+            # on the copy's workers too
+            worker, shard = cdb.worker_of("orders", 3)
+            with psycopg.connect(worker.cluster.dsn(copy, user="app"), autocommit=True) as app:
+                assert rows(app, f"select * from {shard} where customer_id = 3") == []
+        finally:
+            restored.close()
+        assert json.loads(cli(cdb, "--json", "fleet", "status").stdout)[0]["behind"] == 0
+    finally:
+        cdb.citus.drop_database(copy)
+
+
+def test_a_purpose_scoped_restriction_hides_the_rows_from_every_application_role_on_citus(cdb: CitusDb) -> None:
+    """No purpose policies on Citus (they would be permissive on the shards): a restriction
+    for one purpose binds every restricted role there (fail closed)."""
+    cdb.owner.execute("select privacy.add_purpose('marketing', 'newsletters')")
+    cdb.steward.execute("select privacy.place_restriction('customer', '6', 'objection', 'no newsletters', "
+                        "array['marketing']::text[], null::text[])")
+    assert marks(cdb, "orders", 6)[0] >= 4
+    assert rows(cdb.app, "select * from orders where customer_id = 6") == []
+    refused(cdb.app, "insert into orders values (69, 6, 1)")
+    assert cdb.scalar("select count(*) from orders where customer_id = 6", user="steward_user") == 2
+
+
+# -- the enforcement matrix (tests/test_matrix.py), the cells that apply, on the cluster ---
+
+class CPath:
+    def __init__(self, table: str, rows_of: str, change: str, insert: str | None) -> None:
+        self.table, self.rows_of, self.change, self.insert = table, rows_of, change, insert
+
+    def where(self, k: int) -> str:
+        return self.rows_of.format(k=k)
+
+
+CPATHS = [
+    CPath("public.customers", "id = {k}", "name = name || '!'", None),
+    CPath("public.orders", "customer_id = {k}", "total = total + 1", "insert into public.orders values (9{k}, {k}, 1)"),
+    CPath("public.order_items", "customer_id = {k}", "quantity = quantity + 1",
+          "insert into public.order_items values (9{k}0, {k}0, {k}, 1)"),
+    CPath("public.activity", "customer_id = {k}", "what = what || '!'", "insert into public.activity values ({k}, 'new')"),
+]
+
+
+def ccount(db: Db, path: CPath, k: int, user: str = "postgres") -> int:
+    return int(db.scalar(f"select count(*) from {path.table} where {path.where(k)}", user=user))
+
+
+def csnapshot(db: Db, path: CPath, k: int) -> list[tuple[Any, ...]]:
+    return rows(db.su, f"select to_jsonb(t) - 'privacy_mark' from {path.table} t where {path.where(k)} order by 1::text")
+
+
+def test_matrix_unrestricted_subject_is_fully_usable_by_the_app(cdb: CitusDb) -> None:
+    for path in CPATHS:
+        assert ccount(cdb, path, 1, "app") == ccount(cdb, path, 1) > 0
+        assert cdb.app.execute(f"update {path.table} set {path.change} where {path.where(1)}").rowcount == ccount(cdb, path, 1)
+        if path.insert:
+            cdb.app.execute(path.insert.format(k=1))
+    for path in reversed(CPATHS[1:]):
+        assert cdb.app.execute(f"delete from {path.table} where {path.where(1)}").rowcount > 0
+        assert ccount(cdb, path, 1) == 0
+
+
+def test_matrix_hold_refuses_update_and_delete_for_every_role_and_allows_new_rows(cdb: CitusDb) -> None:
+    hold(cdb, 3)
+    for user in ("app", "steward_user", "shop_owner"):
+        conn = cdb.connect(user)
+        for path in CPATHS:
+            before = csnapshot(cdb, path, 3)
+            err = refused(conn, f"update {path.table} set {path.change} where {path.where(3)}")
+            assert "UPDATE on" in str(err.diag.message_primary) and "customer/3" in str(err.diag.message_primary)
+            refused(conn, f"delete from {path.table} where {path.where(3)}")
+            assert csnapshot(cdb, path, 3) == before
+            assert ccount(cdb, path, 3, user) == len(before)  # reads stay allowed
+    for path in CPATHS:
+        if path.insert:
+            before = ccount(cdb, path, 3)
+            cdb.app.execute(path.insert.format(k=3))
+            assert ccount(cdb, path, 3) == before + 1
+            refused(cdb.app, f"delete from {path.table} where {path.where(3)}")
+            assert ccount(cdb, path, 3) == before + 1
+
+
+def test_matrix_restricted_rows_invisible_unchangeable_and_closed_to_new_rows(cdb: CitusDb) -> None:
+    before = {p.table: csnapshot(cdb, p, 2) for p in CPATHS}
+    restrict(cdb, 2)
+    for path in CPATHS:
+        assert ccount(cdb, path, 2, "app") == 0
+        assert ccount(cdb, path, 2, "steward_user") == ccount(cdb, path, 2, "shop_owner") == len(before[path.table]) > 0
+        assert ccount(cdb, path, 1, "app") == ccount(cdb, path, 1)  # other subjects untouched
+        assert cdb.app.execute(f"update {path.table} set {path.change} where {path.where(2)}").rowcount == 0
+        assert cdb.app.execute(f"delete from {path.table} where {path.where(2)}").rowcount == 0
+        if path.insert:
+            err = refused(cdb.app, path.insert.format(k=2))
+            message = str(err.diag.message_primary)
+            assert "INSERT on" in message and "processing restriction" in message and "customer/2" not in message
+            # the worker's server log has the subject, for the DBA
+            assert any(f"privacy: refused INSERT on {path.table}" in w.cluster.log_text() for w in cdb.workers)
+            # a steward may add rows for the subject; they stay hidden
+            cdb.steward.execute(path.insert.format(k=2))
+            assert ccount(cdb, path, 2, "app") == 0
+        assert csnapshot(cdb, path, 2)[:len(before[path.table])] == before[path.table] or path.insert
+    cdb.app.execute("delete from customers where id = 2")  # invisible: nothing
+    assert ccount(cdb, CPATHS[0], 2) == 1
+
+
+def test_matrix_hold_and_restriction_together_and_the_predicates(cdb: CitusDb) -> None:
+    hold(cdb, 4)
+    restrict(cdb, 4)
+    hold(cdb, 3)
+    restrict(cdb, 2)
+    for path in CPATHS:
+        assert ccount(cdb, path, 4, "app") == 0
+        err = refused(cdb.steward, f"update {path.table} set {path.change} where {path.where(4)}")
+        assert "legal hold" in str(err.diag.message_primary)
+    assert cdb.app.execute("select privacy.is_held('customer', 3), privacy.is_held('customer', '3'), "
+                           "privacy.is_held('customer', 1)").fetchone() == (True, True, False)
+    assert cdb.app.execute("select privacy.is_restricted('customer', 2), privacy.is_restricted('customer', 3)").fetchone() == (True, False)
+    # Citus runs neither a STABLE function of a column in a multi-shard DELETE nor the
+    # predicate's own read of subject_marks from inside a shard query: per row, the
+    # predicates are refused (fail closed) ...
+    with pytest.raises(psycopg.Error):
+        cdb.app.execute("delete from activity where not privacy.is_held('customer', customer_id)")
+    with pytest.raises(psycopg.Error):
+        cdb.app.execute("select customer_id from activity where privacy.is_held('customer', customer_id)")
+    assert cdb.scalar("select count(*) from activity") == 8
+    # ... and a retention purge that skips held subjects reads the row's own mark (bit 1: held)
+    cur = cdb.app.execute("delete from activity where privacy_mark & 1 = 0")
+    assert cur.rowcount == 5  # 1, 5, 6, 7, 8: 2 and 4 are invisible, 3 held
+    assert cdb.scalar("select count(*) from activity") == 3
+
+
+def test_unprotect_removes_the_enforcement_from_every_shard(cdb: CitusDb) -> None:
+    h = hold(cdb, 1)
+    result = cli(cdb, "unprotect", "public.activity")
+    assert result.exit_code == 1 and "under a legal hold" in result.stderr
+    cdb.steward.execute("select privacy.release_hold(%s, 'case settled', 'order 1')", (h,))
+    result = cli(cdb, "unprotect", "public.activity")
+    assert result.exit_code == 0, result.output
+    for worker in cdb.workers:
+        with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as su:
+            su.execute("set citus.override_table_visibility = off")
+            assert su.execute("select count(*) from pg_trigger t join pg_class c on c.oid = t.tgrelid "
+                              "where c.relname ~ '^activity' and t.tgname ~ 'privacy'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_policy p join pg_class c on c.oid = p.polrelid "
+                              "where c.relname ~ '^activity'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid "
+                              "where c.relname ~ '^activity' and a.attname = 'privacy_mark' and not a.attisdropped").fetchone() == (0,)
+    cdb.app.execute("delete from activity where customer_id = 1")
+
+
+def test_uninstall_is_refused_under_a_hold_and_then_removes_everything_from_every_node(cdb: CitusDb) -> None:
+    h = hold(cdb, 1)
+    assert cli(cdb, "uninstall", "--yes").exit_code == 1
+    cdb.steward.execute("select privacy.release_hold(%s, 'case settled', 'order 1')", (h,))
+    result = cli(cdb, "uninstall", "--yes")
+    assert result.exit_code == 0, result.output
+    for node in [cdb, *cdb.workers]:
+        with psycopg.connect(node.cluster.dsn(cdb.name), autocommit=True) as su:
+            su.execute("set citus.override_table_visibility = off")
+            assert su.execute("select count(*) from pg_namespace where nspname = 'privacy'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_trigger where tgname ~ 'privacy'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_policy where polname ~ '^privacy_'").fetchone() == (0,)
+            assert su.execute("select count(*) from pg_attribute where attname = 'privacy_mark' and not attisdropped").fetchone() == (0,)
+    assert cdb.scalar("select count(*) from orders") == 16
+
+
+def test_erasure_of_an_unmarked_subject_works_and_of_a_restricted_one_is_refused(cdb: CitusDb) -> None:
+    result = cli(cdb, "erase", "7", "--reason", "retention ended")
+    assert result.exit_code == 0, result.output
+    for table in PROTECTED:
+        key = "id" if table == "customers" else "customer_id"
+        assert cdb.scalar(f"select count(*) from {table} where {key} = 7") == 0
+    assert cli(cdb, "erase", "certificate", result.output.split("certificate: pyctl erase certificate ")[1].split()[0]).exit_code == 0
+    # A restricted subject's rows cannot be deleted from a shard without the journal's
+    # knowing (the shard's trigger cannot tell the erasure from a correction): refused.
+    restrict(cdb, 3)
+    result = cli(cdb, "erase", "3", "--reason", "retention ended")
+    assert result.exit_code == 1 and "refused on Citus" in result.stderr
+    assert cdb.scalar("select count(*) from orders where customer_id = 3") == 2
+    assert cdb.scalar("select count(*) from privacy.erasures") == 1
