@@ -71,10 +71,13 @@ as $$
       from up u
 $$;
 
--- The statement that marks the rows of a list of subjects ($1, keys as text) in
--- protected table P_ID (marked_in_bulk), from its parent's rows, which are marked
--- already: one join up the via path to the column the subjects' keys are in.
-create or replace function privacy.bulk_mark_sql(p_id integer)
+-- The statement by which placement marks the rows of a list of subjects in protected
+-- table P_ID, or null where the triggers mark them row by row (not marked_in_bulk). A
+-- column path: from the subjects' marks ($1 keys as text, $2 their marks). A via path:
+-- from its parent's rows, which are marked already (one join up the path to the column
+-- the keys are in). privacy.remember_fingerprint keeps it in the registry with the
+-- fingerprint of the catalog it was made for.
+create or replace function privacy.marking_sql(p_id integer)
     returns text
     stable
     set search_path = ''
@@ -83,15 +86,30 @@ as $$
 declare
     p privacy.protected_tables;        -- each table up the path, from P_ID
     v_parent privacy.protected_tables;
+    v_rel regclass;
     v_from text := '';
     v_where text;
     i integer := 0;
 begin
     select * into p from privacy.protected_tables x where x.id = p_id;
+    v_rel := privacy.relation_of(p);
+    if v_rel is null or not privacy.marked_in_bulk(p_id) then
+        return null;
+    end if;
+    if p.path_kind = 'column' then
+        return pg_catalog.format('update %s t set privacy_mark = u.mark '
+                                 'from rows from (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int2[])) u(k, mark) '
+                                 'where t.%I = u.k::%s and t.privacy_mark is distinct from u.mark',
+            v_rel, (privacy.column_names(p.relid, p.attnums))[1],
+            (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]));
+    end if;
     while p.path_kind = 'via' loop
         -- p's path column = its parent's (one-column) primary key
         i := i + 1;
         select * into v_parent from privacy.protected_tables x where x.id = p.parent_id;
+        if privacy.relation_of(v_parent) is null then
+            return null;
+        end if;
         if i = 1 then
             v_from := pg_catalog.format('from %s p1', privacy.relation_of(v_parent));
             v_where := pg_catalog.format('t.%I = p1.%I', (privacy.column_names(p.relid, p.attnums))[1],
@@ -103,13 +121,9 @@ begin
         end if;
         p := v_parent;
     end loop;
-    if i = 0 or p.path_kind is distinct from 'column' or not privacy.marked_in_bulk(p_id) then
-        perform privacy.fail(pg_catalog.format('protected table %s is not marked in bulk', p_id));
-    end if;
     return pg_catalog.format('update %s t set privacy_mark = p1.privacy_mark %s where %s and p%s.%I = any ($1::pg_catalog.text[]::%s[]) '
                              'and t.privacy_mark is distinct from p1.privacy_mark',
-        privacy.relation_of((select x from privacy.protected_tables x where x.id = p_id)), v_from, v_where, i,
-        (privacy.column_names(p.relid, p.attnums))[1],
+        v_rel, v_from, v_where, i, (privacy.column_names(p.relid, p.attnums))[1],
         (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]));
 end;
 $$;
@@ -138,6 +152,8 @@ as $$
 declare
     v_marks smallint[];
     p privacy.protected_tables;
+    v_fingerprint text;
+    v_sql text;
     v_attempt integer;
 begin
     if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
@@ -165,25 +181,22 @@ begin
             on conflict (subject_type, subject_key) do update set mark = excluded.mark;
             -- The propagation triggers leave the marked_in_bulk tables to us (below).
             insert into privacy.marking_in_progress (xact) values (pg_catalog.pg_current_xact_id()) on conflict do nothing;
-            -- By OID and column number, whatever the table and column are called now.
-            for p in select * from privacy.protected_tables x
-                      where x.subject_type = p_subject_type and x.path_kind = 'column' and privacy.relation_of(x) is not null order by x.id loop
-                execute pg_catalog.format('update %s t set privacy_mark = u.mark from rows from (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int2[])) u(k, mark) '
-                                          'where t.%I = u.k::%s and t.privacy_mark is distinct from u.mark',
-                    privacy.relation_of(p), (privacy.column_names(p.relid, p.attnums))[1],
-                    (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a where a.attrelid = p.relid and a.attnum = p.attnums[1]))
-                  using p_keys, v_marks;
-            end loop;
-            -- Then each one-column via table below them, parents first: one statement each,
-            -- reading the table once (its triggers check every mark it writes).
-            for p in with recursive tree as (
-                         select x.id, 0 as depth from privacy.protected_tables x where x.subject_type = p_subject_type and x.path_kind = 'column'
-                         union all
-                         select x.id, tree.depth + 1 from privacy.protected_tables x join tree on x.parent_id = tree.id where x.path_kind = 'via')
-                     select x.* from tree join privacy.protected_tables x on x.id = tree.id
-                      where x.path_kind = 'via' and privacy.relation_of(x) is not null and privacy.marked_in_bulk(x.id)
-                      order by tree.depth, x.id loop
-                execute privacy.bulk_mark_sql(p.id) using p_keys;
+            -- One statement per table, the tables whose own column holds the key first, then
+            -- each one-column via table below them, parents first (each read once; its
+            -- triggers check every mark written). The statements as the registry keeps them
+            -- for the catalog as it is (heal() ran first), else made now.
+            v_fingerprint := (select s.value from privacy.settings s where s.name = 'enforcement_fingerprint');
+            for p in
+                with recursive tree as (
+                    select x.id, 0 as depth from privacy.protected_tables x where x.subject_type = p_subject_type and x.path_kind = 'column'
+                    union all
+                    select x.id, tree.depth + 1 from privacy.protected_tables x join tree on x.parent_id = tree.id where x.path_kind = 'via')
+                select x.* from tree join privacy.protected_tables x on x.id = tree.id order by tree.depth, x.id
+            loop
+                v_sql := case when p.marking_sql_for = v_fingerprint then p.marking_sql else privacy.marking_sql(p.id) end;
+                if v_sql is not null then
+                    execute v_sql using p_keys, v_marks;
+                end if;
             end loop;
             delete from privacy.marking_in_progress m where m.xact = pg_catalog.pg_current_xact_id();
             return v_marks;

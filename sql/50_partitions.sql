@@ -48,7 +48,15 @@ create or replace function privacy.remember_fingerprint()
     set jit = off  -- catalog queries the planner overestimates: JIT cost 600 ms a call
     language sql
 as $$
-    insert into privacy.settings (name, value) values ('enforcement_fingerprint', privacy.enforcement_fingerprint())
+    -- With it, the statements placement marks each table with (privacy.marking_sql), made
+    -- for the catalog as it is now.
+    with fingerprint as (select privacy.enforcement_fingerprint() as value),
+    statements as (
+        update privacy.protected_tables p set marking_sql = privacy.marking_sql(p.id), marking_sql_for = f.value
+          from fingerprint f
+         where p.marking_sql_for is distinct from f.value or p.marking_sql is distinct from privacy.marking_sql(p.id)
+    )
+    insert into privacy.settings (name, value) select 'enforcement_fingerprint', f.value from fingerprint f
     on conflict (name) do update set value = excluded.value where privacy.settings.value is distinct from excluded.value
 $$;
 

@@ -77,7 +77,7 @@ as $$
         ('privacy.plan_tag(integer)', 'owner'), ('privacy.enforce(regclass)', 'owner'),
         ('privacy.remark_table(integer,boolean,regclass)', 'owner'), ('privacy.guard_truncate()', 'owner'),
         ('privacy.refresh_enforcement()', 'owner'), ('privacy.canonical_key(text,text)', 'owner'),
-        ('privacy.refresh_subject(text,text)', 'owner'), ('privacy.refresh_subjects(text,text[])', 'owner'), ('privacy.marked_in_bulk(integer)', 'owner'), ('privacy.bulk_mark_sql(integer)', 'owner'),
+        ('privacy.refresh_subject(text,text)', 'owner'), ('privacy.refresh_subjects(text,text[])', 'owner'), ('privacy.marked_in_bulk(integer)', 'owner'), ('privacy.marking_sql(integer)', 'owner'),
         ('privacy.marking_in_bulk()', 'owner'), ('privacy.active_entry(uuid,text)', 'owner'),
         ('privacy.restriction_step(uuid,text,text)', 'owner'), ('privacy.break_glass_reason()', 'owner'),
         ('privacy.strip_null_keys(jsonb)', 'owner'),

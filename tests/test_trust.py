@@ -146,7 +146,7 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.refresh_subject(text,text)": (OWNER, False),
     "privacy.refresh_subjects(text,text[])": (OWNER, False),
     "privacy.marked_in_bulk(integer)": (OWNER, False),
-    "privacy.bulk_mark_sql(integer)": (OWNER, False),
+    "privacy.marking_sql(integer)": (OWNER, False),
     "privacy.marking_in_bulk()": (OWNER, False),
     "privacy.active_entry(uuid,text)": (OWNER, False),
     "privacy.restriction_step(uuid,text,text)": (OWNER, False),
