@@ -153,6 +153,7 @@ declare
     v_marks smallint[];
     p privacy.protected_tables;
     v_fingerprint text;
+    v_bulk boolean;
     v_sql text;
     v_attempt integer;
 begin
@@ -179,26 +180,41 @@ begin
             insert into privacy.subject_marks (subject_type, subject_key, mark)
             select p_subject_type, u.k, u.mark from rows from (pg_catalog.unnest(p_keys), pg_catalog.unnest(v_marks)) u(k, mark) where u.mark <> 0
             on conflict (subject_type, subject_key) do update set mark = excluded.mark;
-            -- The propagation triggers leave the marked_in_bulk tables to us (below).
-            insert into privacy.marking_in_progress (xact) values (pg_catalog.pg_current_xact_id()) on conflict do nothing;
-            -- One statement per table, the tables whose own column holds the key first, then
-            -- each one-column via table below them, parents first (each read once; its
-            -- triggers check every mark written). The statements as the registry keeps them
-            -- for the catalog as it is (heal() ran first), else made now.
+            -- One statement per table, the tables whose own column holds the key first, then,
+            -- for a list of subjects or where a one-column via table's path column has no
+            -- index, each such table below them, parents first (each read once; its triggers
+            -- check every mark written; the propagation triggers leave them to us while
+            -- marking_in_progress says so). One subject, with indexes: the propagation
+            -- triggers mark the rows below (their statements' plans are cached, a statement
+            -- here is planned at every call). The statements as the registry keeps them for
+            -- the catalog as it is (heal() ran first), else made now.
             v_fingerprint := (select s.value from privacy.settings s where s.name = 'enforcement_fingerprint');
+            v_bulk := pg_catalog.cardinality(p_keys) > 1 or exists (
+                select 1 from privacy.protected_tables x
+                 where x.subject_type = p_subject_type and x.path_kind = 'via'
+                   and (x.marking_sql_for is distinct from v_fingerprint
+                        or (x.marking_sql is not null
+                            and not exists (select 1 from pg_catalog.pg_index i where i.indrelid = x.relid and i.indkey[0] = x.attnums[1]))));
+            if v_bulk then
+                insert into privacy.marking_in_progress (xact) values (pg_catalog.pg_current_xact_id()) on conflict do nothing;
+            end if;
             for p in
                 with recursive tree as (
                     select x.id, 0 as depth from privacy.protected_tables x where x.subject_type = p_subject_type and x.path_kind = 'column'
                     union all
                     select x.id, tree.depth + 1 from privacy.protected_tables x join tree on x.parent_id = tree.id where x.path_kind = 'via')
-                select x.* from tree join privacy.protected_tables x on x.id = tree.id order by tree.depth, x.id
+                select x.* from tree join privacy.protected_tables x on x.id = tree.id
+                 where v_bulk or tree.depth = 0
+                 order by tree.depth, x.id
             loop
                 v_sql := case when p.marking_sql_for = v_fingerprint then p.marking_sql else privacy.marking_sql(p.id) end;
                 if v_sql is not null then
                     execute v_sql using p_keys, v_marks;
                 end if;
             end loop;
-            delete from privacy.marking_in_progress m where m.xact = pg_catalog.pg_current_xact_id();
+            if v_bulk then
+                delete from privacy.marking_in_progress m where m.xact = pg_catalog.pg_current_xact_id();
+            end if;
             return v_marks;
         exception when deadlock_detected then
             if v_attempt = 5 then
@@ -260,8 +276,10 @@ begin
                 pg_catalog.cardinality(v_unknown), pg_catalog.cardinality(p_keys), p_subject_type,
                 pg_catalog.array_to_string(v_unknown[1:50], ', '),
                 case when pg_catalog.cardinality(v_unknown) > 50 then pg_catalog.format(' (and %s more)', pg_catalog.cardinality(v_unknown) - 50) else '' end));
-        exception when data_exception then
-            v_keys := '{}'; v_unknown := '{}';  -- a key not of the type: one by one
+        exception when data_exception or feature_not_supported then
+            -- A key not of the type, or a statement Citus cannot run on a distributed root
+            -- table (a correlated subquery beside a set-returning function): one by one.
+            v_keys := '{}'; v_unknown := '{}';
         end;
     end if;
     foreach k in array p_keys loop

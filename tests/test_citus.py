@@ -778,3 +778,24 @@ def test_erasure_of_an_unmarked_subject_works_and_of_a_restricted_one_is_refused
     assert result.exit_code == 1 and "refused on Citus" in result.stderr
     assert cdb.scalar("select count(*) from orders where customer_id = 3") == 2
     assert cdb.scalar("select count(*) from privacy.erasures") == 1
+
+
+def test_a_list_of_holds_and_of_restrictions_in_one_call_on_the_cluster(cdb: CitusDb, tmp_path: Path) -> None:
+    keys = tmp_path / "custodians.txt"
+    keys.write_text("2\n4\n")
+    result = cli(cdb, "hold", "place", "--from-file", str(keys), "--case", "2026-CV-9", "--reason", "custodians", user="steward_user")
+    assert result.exit_code == 0, result.output
+    for key in (2, 4):
+        assert set(marks(cdb, "order_items", key)) == {1}
+        refused(cdb.app, f"delete from orders where customer_id = {key}")
+    assert cdb.scalar("select count(*) from privacy.pending_proofs()", user="steward_user") == 0
+    # One unknown key refuses the whole list, naming it; nothing is placed.
+    before = cdb.scalar("select count(*) from privacy.processing_restrictions")
+    with pytest.raises(psycopg.Error) as info:
+        cdb.steward.execute("select * from privacy.place_restrictions('customer', %s, 'accuracy', 'x')", (["1", "999"],))
+    assert info.value.sqlstate == "PV002" and "999" in str(info.value)
+    assert cdb.scalar("select count(*) from privacy.processing_restrictions") == before
+    rows = cdb.steward.execute("select * from privacy.place_restrictions('customer', %s, 'accuracy', 'x')", (["1", "3"],)).fetchall()
+    assert len(rows) == 2
+    assert cdb.scalar("select count(*) from orders where customer_id in (1, 3)", user="app") == 0
+    assert cdb.scalar("select count(*) from orders where customer_id in (1, 3)", user="steward_user") > 0
