@@ -17,10 +17,14 @@ create or replace function privacy.enforcement_fingerprint()
     set jit = off  -- catalog queries the planner overestimates: JIT cost 600 ms a call
     language sql
 as $$
+    -- (Every placement runs it, through heal(): the partitions of tables that have some
+    -- only, and each relation by its OID, not a hash of all of pg_class.)
     with rels as (
         select p.id, p.relid as root, p.relid from privacy.protected_tables p
         union all
-        select p.id, p.relid, d.relid from privacy.protected_tables p cross join lateral privacy.descendants(p.relid) d
+        select p.id, p.relid, d.relid from privacy.protected_tables p
+          join pg_catalog.pg_class pc on pc.oid = p.relid and pc.relhassubclass
+         cross join lateral privacy.descendants(p.relid) d
     )
     select pg_catalog.md5(pg_catalog.concat_ws('|', privacy.toolkit_version(), privacy.steward_role(),
         (select pg_catalog.string_agg(pg_catalog.concat_ws(':', r.id, r.relid, n.nspname, c.relname, c.relrowsecurity,
@@ -30,7 +34,8 @@ as $$
                        from pg_catalog.pg_trigger t where t.tgrelid = r.relid and not t.tgisinternal),
                     (select pg_catalog.string_agg(pol.polname::text || pol.xmin::text, ',' order by pol.polname)
                        from pg_catalog.pg_policy pol where pol.polrelid = r.relid)), ';' order by r.id, r.relid)
-           from rels r join pg_catalog.pg_class c on c.oid = r.relid join pg_catalog.pg_namespace n on n.oid = c.relnamespace),
+           from rels r cross join lateral (select x.* from pg_catalog.pg_class x where x.oid = r.relid offset 0) c
+           join pg_catalog.pg_namespace n on n.oid = c.relnamespace),
         (select pg_catalog.string_agg(pr.oid::text || pr.xmin::text, ',' order by pr.oid)
            from pg_catalog.pg_proc pr where pr.pronamespace = 'privacy'::regnamespace and pr.proname ~ '^pt_[0-9]+_'),
         (select pg_catalog.string_agg(c.oid::text || c.xmin::text, ',' order by c.oid)
