@@ -59,6 +59,15 @@ select privacy.protect_via('public.orders', 'customer_id');
 select privacy.add_subject_type('account', 'public.pgbench_accounts', 'aid');
 select privacy.protect('public.pgbench_history', 'account', 'aid');
 """
+HOLDS = """
+select count(*) from privacy.place_holds('customer', array(select g::text from generate_series(1, 100000) g where g % 100 = 1),
+                                         'BULK-1', 'bench');
+select count(*) from privacy.place_restrictions('customer', array(select g::text from generate_series(1, 100000) g where g % 100 = 2),
+                                                'accuracy', 'bench');
+select count(*) from privacy.place_holds('account', array(select g::text from generate_series(1000001, 1000200) g), 'BULK-2', 'bench');
+select count(*) from privacy.place_restrictions('account', array(select g::text from generate_series(1000201, 1000400) g),
+                                                'accuracy', 'bench');
+"""
 # Rows of customers with neither hold nor restriction (id % 100 not in (1, 2)).
 ROWS_SQL = ("select c, date '2026-06-01' + g % 30, g % 1000 from generate_series(1, {rows}) g "
             "cross join lateral (select (3 + (g::bigint * 7919) % 99990)::integer as c0) x cross join lateral "
@@ -95,6 +104,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--only", default="copy,insert_select,tpcb", help="comma-separated workloads")
+    parser.add_argument("--no-holds", action="store_true", help="place no hold or restriction in the toolkit's database")
     args = parser.parse_args()
     cluster = start_cluster({"shared_buffers": "'2GB'", "max_wal_size": "'8GB'", "checkpoint_timeout": "'30min'",
                              "autovacuum": "off"})
@@ -112,17 +123,11 @@ def main() -> None:
         install.install(cluster.dsn("bulk_tk"))
         with psycopg.connect(cluster.dsn("bulk_tk"), autocommit=True) as su:
             su.execute(PROTECT)
-            su.execute("select count(*) from privacy.place_holds('customer', array(select g::text from generate_series(1, 100000) g "
-                       "where g % 100 = 1), 'BULK-1', 'bench')")
-            su.execute("select count(*) from privacy.place_restrictions('customer', array(select g::text from generate_series(1, 100000) g "
-                       "where g % 100 = 2), 'accuracy', 'bench')")
-            su.execute("select count(*) from privacy.place_holds('account', array(select g::text from generate_series(1000001, 1000200) g), "
-                       "'BULK-2', 'bench')")
-            su.execute("select count(*) from privacy.place_restrictions('account', array(select g::text from generate_series(1000201, 1000400) g), "
-                       "'accuracy', 'bench')")
+            if not args.no_holds:
+                su.execute(HOLDS)
             su.execute("vacuum analyze")
-        print(f"built both databases in {time.monotonic() - started:.0f} s; 1,000 customers held, 1,000 restricted, "
-              "200 accounts held, 200 restricted")
+        print(f"built both databases in {time.monotonic() - started:.0f} s; "
+              + ("no hold or restriction" if args.no_holds else "1,000 customers held, 1,000 restricted, 200 accounts held, 200 restricted"))
         with psycopg.connect(cluster.dsn("bulk_base"), autocommit=True) as su:
             buf = io.StringIO()
             for row in su.execute(ROWS_SQL.format(rows=args.rows)):
@@ -132,7 +137,7 @@ def main() -> None:
         results: dict[str, dict[str, list[float]]] = {}
         for run in range(args.runs):
             order = ("bulk_tk", "bulk_base") if run % 2 == 0 else ("bulk_base", "bulk_tk")
-            for workload in ("copy", "insert_select", "tpcb"):
+            for workload in [w for w in ("copy", "insert_select", "tpcb") if w in args.only.split(",")]:
                 for db in order:
                     if workload == "tpcb":
                         value = pgbench(cluster, db, args.pgbench_seconds)
