@@ -447,7 +447,7 @@ class Bench:
             parts: dict[str, list[Run]] = {first: [], second: []}
             for i in range(slices):
                 for db in ((first, second) if i % 2 == 0 else (second, first)):
-                    parts[db].append(self.pgbench(db, w.key, self.scale.duration // slices))
+                    parts[db].append(self.pgbench(db, w.key, max(1, self.scale.duration // slices)))
             for db in (first, second):
                 self.after_run(db, w)
             a, b = (self.merge(parts[db]) for db in (first, second))
