@@ -553,7 +553,9 @@ begin
     perform privacy.require_text(p_reason, 'releasing a legal hold needs a reason');
     perform privacy.require_text(p_reference, 'releasing a legal hold needs a reference (the order, counsel''s instruction, the closing of the case)');
     -- A hold whose proof is still pending gets it now, while its rows are still held.
-    perform privacy.prove_hold(p_id);
+    if not exists (select 1 from privacy.hold_digests d where d.hold_id = p_id) then
+        perform privacy.prove_hold(p_id);
+    end if;
     update privacy.processing_restrictions
        set state = 'released', released_at = pg_catalog.now(), released_by = session_user,
            released_role = privacy.acting_role(),

@@ -144,8 +144,9 @@ begin
         perform privacy.fail(pg_catalog.format('unknown legal hold %s', p_hold_id));
     end if;
     if exists (select 1 from privacy.hold_digests d where d.hold_id = p_hold_id) then
-        return coalesce((select l.payload -> 'tables' from privacy.ledger l
-                          where l.restriction_id = p_hold_id and l.event in ('hold_digested', 'synced_hold_digested')
+        return coalesce((select l.payload -> 'tables' from privacy.ledger l  -- (by the ledger's subject index)
+                          where (l.subject_type, l.subject_key) = (r.subject_type, r.subject_key)
+                            and l.restriction_id = p_hold_id and l.event in ('hold_digested', 'synced_hold_digested')
                           order by l.seq desc limit 1), '[]');
     end if;
     if r.released_at is not null then
