@@ -101,6 +101,8 @@ def prove_holds(hold_ids: list[str]) -> int:
             done += 1
         return done
     except psycopg.Error as exc:
+        if exc.sqlstate == "PV002":  # refused as given (an unknown hold, a hold released without one)
+            raise PyctlError(describe(exc)) from None
         raise PyctlError(f"the hold(s) are in force, but {len(hold_ids) - done} proof(s) are still pending "
                          f"({describe(exc)}); run pyctl hold prove --all to complete them") from None
     finally:

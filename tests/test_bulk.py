@@ -78,6 +78,8 @@ def test_pyctl_hold_place_proves_and_hold_prove_completes_what_is_pending(db: Db
     assert "proved 2 hold(s)" in result.stderr
     assert db.scalar("select count(distinct hold_id) from privacy.hold_digests where hold_id = any(%s::uuid[])", (pending,)) == 2
     assert cli(db, "hold", "prove").exit_code == 2  # neither an id nor --all
+    unknown = cli(db, "hold", "prove", "00000000-0000-0000-0000-000000000000")
+    assert unknown.exit_code == 1 and "unknown legal hold" in unknown.stderr and "in force" not in unknown.stderr
 
 
 def test_one_unknown_key_refuses_the_whole_list_naming_every_unknown(db: Db) -> None:
