@@ -652,7 +652,7 @@ begin
     if v_rel is not null then
         for v_target in select v_rel::oid union all select d.relid from privacy.descendants(v_rel) d loop
             for v_name in select t.tgname from pg_catalog.pg_trigger t
-                           where t.tgrelid = v_target and t.tgname ~ '^(zz_)?privacy_' and t.tgparentid = 0 loop
+                           where t.tgrelid = v_target and t.tgname ~* '^(zz_)?privacy_' and t.tgparentid = 0 loop
                 execute pg_catalog.format('drop trigger %I on %s', v_name, v_target::regclass);
             end loop;
             for v_name in select pol.polname from pg_catalog.pg_policy pol

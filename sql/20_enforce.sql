@@ -88,7 +88,7 @@ create or replace function privacy.has_own_before_update_trigger(p_relid oid)
     language sql
 as $$
     select exists (select 1 from pg_catalog.pg_trigger t
-                    where t.tgrelid = p_relid and not t.tgisinternal and t.tgname !~ '^(zz_)?privacy_'
+                    where t.tgrelid = p_relid and not t.tgisinternal and t.tgname !~* '^(zz_)?privacy_'
                       and t.tgtype::integer & 19 = 19)  -- ROW (1) | BEFORE (2) | UPDATE (16)
 $$;
 
@@ -415,10 +415,16 @@ $body$$f$, v_fn, v_body, privacy.join_columns('new.{c}', v_cols, ', '));
     return next;
 
     -- 5. The UPDATE and DELETE trigger, for marked rows and for changes of a row's path
-    --    or mark. Changes a steward makes to restricted rows, and changes under
-    --    break-glass, are journaled. On a partition it also exists as the partition's
-    --    own trigger (argument 'detached'), which acts only once the partition is
-    --    detached: PostgreSQL drops the copies of the parent's triggers then.
+    --    or mark. It runs AFTER the row changed: a BEFORE UPDATE or DELETE row trigger,
+    --    whatever its WHEN, makes PostgreSQL lock every row the statement changes first
+    --    (a tuple lock and its WAL record, 56 bytes a row), which cost unmarked rows 13%
+    --    of a single-row UPDATE. An error here undoes the statement all the same. A row
+    --    whose mark is not the one its path gives (it moved to another subject, or the
+    --    mark was written) is marked by a statement of its own, as a placement would.
+    --    Changes a steward makes to restricted rows, and changes under break-glass, are
+    --    journaled. On a partition it also exists as the partition's own trigger
+    --    (argument 'detached'), which acts only once the partition is detached:
+    --    PostgreSQL drops the copies of the parent's triggers then.
     step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_row()', p.id);
     ddl := pg_catalog.format($f$
 create function %1$s_row()
@@ -433,12 +439,12 @@ declare
     v_actor name := privacy.acting_role();
 begin
     if tg_nargs > 0 and tg_argv[0] = 'detached' and (privacy.protected_table_of(tg_relid)).id is not null then
-        return case when tg_op = 'DELETE' then old else new end;  -- attached: the parent's trigger judges it
+        return null;  -- attached: the parent's trigger judges it
     end if;
     if tg_op = 'DELETE' then
         if exists (select 1 from privacy.erasure_in_progress e where e.xact = pg_catalog.pg_current_xact_id_if_assigned())
            and privacy.erasing(%1$s_subjects(%2$s)) then
-            return old;  -- the toolkit's erasure of every subject of the row (sql/35_erasure.sql): not a correction
+            return null;  -- the toolkit's erasure of every subject of the row (sql/35_erasure.sql): not a correction
         end if;
         if old.privacy_mark & 1 <> 0 then
             if privacy.break_glass_reason() is null then
@@ -453,21 +459,16 @@ begin
                 perform privacy.refuse(tg_relid, 'DELETE', old.privacy_mark, %1$s_subjects(%2$s));
             end if;
         end if;
-        return old;
+        return null;
     end if;
-    if new.privacy_mark is distinct from old.privacy_mark then
-        -- A marking statement (placement, release, propagation): it changes nothing
-        -- but the mark, and only to the value the subject's state gives.
-        v_mark := %1$s_mark(%2$s);
-        if v_mark = old.privacy_mark and old.privacy_mark & 1 <> 0 then
-            perform privacy.refuse(tg_relid, 'UPDATE', old.privacy_mark, %1$s_subjects(%2$s));
-        end if;
-        new := old;
-        new.privacy_mark := v_mark;
-        return new;
-    end if;
-    -- An UPDATE of a marked row, or one that changes the row's path.
+    -- The mark the row must have now: its subject's state, through its (new) path.
     v_mark := %1$s_mark(%3$s);
+    if new.privacy_mark is distinct from old.privacy_mark and old.privacy_mark <> 0 and new.privacy_mark = v_mark
+       and (pg_catalog.to_jsonb(new) operator(pg_catalog.-) 'privacy_mark'::text)
+           operator(pg_catalog.=) (pg_catalog.to_jsonb(old) operator(pg_catalog.-) 'privacy_mark'::text) then
+        return null;  -- a marking statement (placement, release, propagation): the mark alone, to what the state gives
+    end if;
+    -- An UPDATE of a marked row, or one that changes the row's path or writes its mark.
     if old.privacy_mark & 1 <> 0 then
         if privacy.break_glass_reason() is null then
             perform privacy.refuse(tg_relid, 'UPDATE', old.privacy_mark, %1$s_subjects(%2$s));
@@ -483,10 +484,23 @@ begin
     if v_mark >= 2 and privacy.mark_binds(v_actor, v_mark) and not privacy.is_privileged(v_actor, tg_relid) then
         perform privacy.refuse(tg_relid, 'UPDATE', v_mark, %1$s_subjects(%3$s));
     end if;
-    new.privacy_mark := v_mark;
-    return new;
+    if new.privacy_mark is distinct from v_mark then
+        -- Every row on this path takes the mark the path gives (the others have it already).
+        if pg_catalog.num_nulls(%3$s) = 0 then
+            execute pg_catalog.format(%5$L, tg_relid::pg_catalog.regclass) using v_mark, %3$s;
+        else
+            execute pg_catalog.format(%6$L, tg_relid::pg_catalog.regclass) using v_mark, %3$s;
+        end if;
+    end if;
+    return null;
 end;
-$body$$f$, v_fn, privacy.join_columns('old.{c}', v_cols, ', '), privacy.join_columns('new.{c}', v_cols, ', '), p.id);
+$body$$f$, v_fn, privacy.join_columns('old.{c}', v_cols, ', '), privacy.join_columns('new.{c}', v_cols, ', '), p.id,
+        'update only %s c set privacy_mark = $1 where ' || pg_catalog.replace(privacy.join_pairs('c.{a} = {b}', v_cols,
+            (select pg_catalog.array_agg('$' || (i + 1) order by i) from pg_catalog.generate_subscripts(v_cols, 1) i), ' and '), '%', '%%')
+            || ' and c.privacy_mark is distinct from $1',
+        'update only %s c set privacy_mark = $1 where ' || pg_catalog.replace(privacy.join_pairs('c.{a} is not distinct from {b}', v_cols,
+            (select pg_catalog.array_agg('$' || (i + 1) order by i) from pg_catalog.generate_subscripts(v_cols, 1) i), ' and '), '%', '%%')
+            || ' and c.privacy_mark is distinct from $1');
     shape := ddl;
     return next;
 
@@ -563,9 +577,10 @@ $body$$f$, v_fn, v_prop);
         return next;
     end if;
 
-    -- 8. Triggers and policies, on the table and on every partition and child. BEFORE
-    --    row triggers are named zz_privacy_* so that PostgreSQL (alphabetical order)
-    --    fires them after the application's own BEFORE triggers. What an UPDATE of an
+    -- 8. Triggers and policies, on the table and on every partition and child. The
+    --    INSERT trigger is named zz_privacy_* so that PostgreSQL (alphabetical order)
+    --    fires it after the application's own BEFORE triggers; UPDATE and DELETE are
+    --    judged AFTER the change (step 5), when the row is final. What an UPDATE of an
     --    unmarked row costs is what PostgreSQL does per statement for each row
     --    trigger's WHEN clause (it compiles it), so the UPDATE triggers are split: one
     --    for marked rows with the smallest WHEN there is, one for changes of the path or
@@ -604,16 +619,16 @@ $body$$f$, v_fn, v_prop);
             select 'trigger', 'zz_privacy_before_insert',
                    'create trigger zz_privacy_before_insert before insert on {target} for each row execute function ' || v_fn || '_insert()'
             union all
-            select 'trigger', 'zz_privacy_before_update',
-                   'create trigger zz_privacy_before_update before update on {target} for each row when (old.privacy_mark <> 0) '
+            select 'trigger', 'Privacy_check_update',
+                   'create trigger "Privacy_check_update" after update on {target} for each row when (old.privacy_mark <> 0) '
                    'execute function ' || v_fn || '_row()'
             union all
-            select 'trigger', 'zz_privacy_before_update_path',
-                   'create trigger zz_privacy_before_update_path before update' || v_update_of || ' on {target} for each row when '
+            select 'trigger', 'Privacy_check_update_path',
+                   'create trigger "Privacy_check_update_path" after update' || v_update_of || ' on {target} for each row when '
                    '(old.privacy_mark = 0 and (new.privacy_mark <> 0 or ' || v_path_changed || ')) execute function ' || v_fn || '_row()'
             union all
-            select 'trigger', 'zz_privacy_before_delete',
-                   'create trigger zz_privacy_before_delete before delete on {target} for each row when (old.privacy_mark <> 0) '
+            select 'trigger', 'Privacy_check_delete',
+                   'create trigger "Privacy_check_delete" after delete on {target} for each row when (old.privacy_mark <> 0) '
                    'execute function ' || v_fn || '_row()'
             union all
             select 'trigger', 'privacy_after_update',
@@ -649,12 +664,12 @@ $body$$f$, v_fn, v_prop);
             -- Only on the partitions that hold rows: one created on a sub-partitioned
             -- partition would be copied onto its own partitions, which get theirs here.
             for name, v_template in
-                select 'zz_privacy_detached_update',
-                       'create trigger zz_privacy_detached_update before update on {target} for each row when (old.privacy_mark <> 0) '
+                select 'Privacy_check_detached_update',
+                       'create trigger "Privacy_check_detached_update" after update on {target} for each row when (old.privacy_mark <> 0) '
                        'execute function ' || v_fn || '_row(''detached'')'
                 union all
-                select 'zz_privacy_detached_delete',
-                       'create trigger zz_privacy_detached_delete before delete on {target} for each row when (old.privacy_mark <> 0) '
+                select 'Privacy_check_detached_delete',
+                       'create trigger "Privacy_check_detached_delete" after delete on {target} for each row when (old.privacy_mark <> 0) '
                        'execute function ' || v_fn || '_row(''detached'')'
             loop
                 step := v_step + 1; v_step := step; kind := 'trigger'; relid := v_target;
@@ -757,7 +772,8 @@ begin
     -- (the functions are dropped with CASCADE below): they are put back afterwards.
     select pg_catalog.array_agg(distinct t.tgrelid) into v_detached
       from pg_catalog.pg_trigger t join pg_catalog.pg_proc f on f.oid = t.tgfoid
-     where t.tgname in ('zz_privacy_detached_update', 'zz_privacy_detached_delete')
+     where t.tgname in ('Privacy_check_detached_update', 'Privacy_check_detached_delete',
+                        'zz_privacy_detached_update', 'zz_privacy_detached_delete')  -- (their names before 0.2.0)
        and f.pronamespace = 'privacy'::regnamespace and f.proname = 'pt_' || p.id || '_row'
        and t.tgrelid <> p_table and t.tgrelid not in (select d.relid from privacy.descendants(p_table) d);
     perform privacy.drop_enforcement(p, false);
@@ -790,9 +806,9 @@ begin
         end if;
     end loop;
     foreach v_target in array coalesce(v_detached, '{}') loop
-        execute pg_catalog.format('create trigger zz_privacy_detached_update before update on %s for each row '
+        execute pg_catalog.format('create trigger "Privacy_check_detached_update" after update on %s for each row '
             'when (old.privacy_mark <> 0) execute function privacy.%I(''detached'')', v_target::regclass, 'pt_' || p.id || '_row');
-        execute pg_catalog.format('create trigger zz_privacy_detached_delete before delete on %s for each row '
+        execute pg_catalog.format('create trigger "Privacy_check_detached_delete" after delete on %s for each row '
             'when (old.privacy_mark <> 0) execute function privacy.%I(''detached'')', v_target::regclass, 'pt_' || p.id || '_row');
     end loop;
     update privacy.protected_tables set enforcement = v_tag where id = p.id;

@@ -101,7 +101,7 @@ begin
         v_outdated := v_outdated || coalesce((
             select pg_catalog.array_agg('trigger ' || t.tgname || ' is no longer part of the enforcement' order by t.tgname)
               from pg_catalog.pg_trigger t
-             where t.tgrelid = v_target and t.tgparentid = 0 and t.tgname ~ '^(zz_)?privacy_'
+             where t.tgrelid = v_target and t.tgparentid = 0 and t.tgname ~* '^(zz_)?privacy_'
                and not exists (select 1 from pg_catalog.jsonb_array_elements(v_plan) e
                                 where (e->>'relid')::oid = v_target and e->>'kind' = 'trigger' and e->>'name' = t.tgname)), '{}');
         -- Triggers that fire on UPDATE OF the path were generated for a table without
@@ -109,7 +109,7 @@ begin
         -- could change the path unseen.
         if privacy.has_own_before_update_trigger(v_target)
            and exists (select 1 from pg_catalog.pg_trigger t
-                        where t.tgrelid = v_target and t.tgname = 'zz_privacy_before_update_path' and t.tgattr::text <> '') then
+                        where t.tgrelid = v_target and t.tgname in ('Privacy_check_update_path', 'zz_privacy_before_update_path') and t.tgattr::text <> '') then
             v_outdated := v_outdated || 'generated before the BEFORE UPDATE trigger of the table (regenerate: pyctl install)'::text;
         end if;
         if v_target = v_rel and p.enforcement is distinct from v_tag and pg_catalog.cardinality(v_outdated) = 0 then

@@ -297,7 +297,7 @@ begin
     -- protected table (its own triggers still refuse changes to them).
     for r in select c.oid::regclass as rel from pg_catalog.pg_class c
               where c.relkind = 'r'
-                and exists (select 1 from pg_catalog.pg_trigger t where t.tgrelid = c.oid and t.tgname = 'zz_privacy_detached_delete')
+                and exists (select 1 from pg_catalog.pg_trigger t where t.tgrelid = c.oid and t.tgname in ('Privacy_check_detached_delete', 'zz_privacy_detached_delete'))
                 and not exists (select 1 from privacy.protected_tables p
                                  where p.relid = c.oid or exists (select 1 from privacy.descendants(p.relid) d where d.relid = c.oid)) loop
         execute pg_catalog.format('select exists (select 1 from only %s where privacy_mark & 1 <> 0)', r.rel) into v_found;

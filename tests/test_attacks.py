@@ -42,11 +42,44 @@ def test_the_mark_cannot_be_forged(db: Db) -> None:
     assert app.execute("update orders set privacy_mark = 0 where customer_id = 2").rowcount == 0
     refused(app, "update orders set privacy_mark = 0 where customer_id = 3")
     assert db.scalar("select privacy_mark from orders where id = 30") == 1
-    app.execute("update orders set privacy_mark = 2 where id = 10")  # hiding a row of one's own: recomputed
-    assert db.scalar("select privacy_mark from orders where id = 10") == 0
+    # Hiding a row of one's own: PostgreSQL's policy refuses a new row marked restricted
+    # (the toolkit judges UPDATEs after the change), and nothing changes.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("update orders set privacy_mark = 2, total = 11 where id = 10")
+    assert db.scalar("select (privacy_mark, total)::text from orders where id = 10") == "(0,100)"
+    app.execute("update orders set privacy_mark = 1, total = 12 where id = 10")  # a hold of one's own: recomputed
+    assert db.scalar("select (privacy_mark, total)::text from orders where id = 10") == "(0,12)"
+    assert db.scalar("select count(*) from orders where privacy_mark & 1 <> 0") == db.scalar(
+        "select count(*) from orders where customer_id = 3")
     refused(app, "insert into orders (id, customer_id, placed_on, total, privacy_mark) values (92, 2, '2026-05-05', 1, 0)")
     app.execute("insert into activity_log (customer_id, what, privacy_mark) values (1, 'x', 3)")
     assert db.scalar("select max(privacy_mark) from activity_log where customer_id = 1") == 0
+
+
+def test_a_changed_row_takes_the_mark_of_its_path_after_the_update(db: Db) -> None:
+    """The toolkit judges an UPDATE after the row changed (no BEFORE UPDATE trigger, which
+    would lock every row first): a row that moved, or whose mark was written, is marked
+    by a statement of the toolkit's before the UPDATE returns."""
+    restrict(db, 2)
+    hold(db, 3)
+    app, steward = db.app, db.steward
+    # Moving rows to a held subject adds rows to what the hold preserves: held from then on.
+    app.execute("update activity_log set customer_id = 3 where customer_id = 1")
+    assert db.scalar("select array_agg(distinct privacy_mark) from activity_log where customer_id = 3") == [1]
+    refused(app, "delete from activity_log where customer_id = 3")
+    assert db.scalar("select count(*) from activity_log where customer_id = 3") == 2
+    # Moving a row to a restricted subject is refused, and nothing changes.
+    refused(app, "update orders set customer_id = 2 where id = 10")
+    assert db.scalar("select (customer_id, privacy_mark)::text from orders where id = 10") == "(1,0)"
+    # A mark written on a row with no subject (a NULL path) is put back.
+    app.execute("insert into activity_log (customer_id, what) values (null, 'anonymous')")
+    app.execute("update activity_log set privacy_mark = 1 where customer_id is null")
+    assert db.scalar("select privacy_mark from activity_log where customer_id is null") == 0
+    # A steward taking restricted rows off their subject: unmarked, visible again, journaled.
+    steward.execute("update activity_log set customer_id = null where customer_id = 2")
+    assert db.scalar("select array_agg(distinct privacy_mark) from activity_log where customer_id is null") == [0]
+    assert app.execute("select count(*) from activity_log where customer_id is null").fetchone() == (3,)
+    assert db.scalar("select count(*) from privacy.corrections where table_name = 'activity_log'") == 2
 
 
 def test_upsert_onto_a_hidden_row_is_refused(db: Db) -> None:

@@ -243,7 +243,7 @@ def subject_marks(cluster: Cluster, key: int) -> dict[str, set[int]]:
 # Per table and partition: which of the generated pieces it has.
 CENSUS = """
 select c.oid::regclass::text,
-       array(select t.tgname::text from pg_catalog.pg_trigger t where t.tgrelid = c.oid and t.tgname ~ '^(zz_)?privacy_' order by 1),
+       array(select t.tgname::text from pg_catalog.pg_trigger t where t.tgrelid = c.oid and t.tgname ~* '^(zz_)?privacy_' order by 1),
        array(select p.polname::text from pg_catalog.pg_policy p where p.polrelid = c.oid and p.polname ~ '^privacy_' order by 1),
        exists (select 1 from pg_catalog.pg_attribute a where a.attrelid = c.oid and a.attname = 'privacy_mark' and not a.attisdropped),
        c.relrowsecurity
@@ -251,7 +251,7 @@ select c.oid::regclass::text,
  where c.relkind in ('r', 'p') and n.nspname in ('public', 'crm data') and c.relname !~ '^(_yoyo|yoyo)'
  order by 1
 """
-COMPLETE_TRIGGERS = {"zz_privacy_before_insert", "zz_privacy_before_update", "zz_privacy_before_delete", "privacy_before_truncate"}
+COMPLETE_TRIGGERS = {"zz_privacy_before_insert", "Privacy_check_update", "Privacy_check_delete", "privacy_before_truncate"}
 
 
 def census(cluster: Cluster) -> dict[str, str]:

@@ -37,9 +37,9 @@ def test_placement_records_digests_in_the_ledger(db: Db) -> None:
 
 def test_a_changed_column_of_one_row_is_detected_and_named(db: Db) -> None:
     hold_id = hold(db, 3)
-    db.su.execute("alter table orders disable trigger zz_privacy_before_update")
+    db.su.execute("alter table orders disable trigger \"Privacy_check_update\"")
     db.su.execute("update orders set total = 999 where id = 31")
-    db.su.execute("alter table orders enable trigger zz_privacy_before_update")
+    db.su.execute("alter table orders enable trigger \"Privacy_check_update\"")
     result = verify(db, hold_id)
     assert result["public.orders"] == ("violation", 2, 2, 0, [{"id": 31, "placed_on": "2025-07-01"}], [])
     assert result["public.customers"][0] == "unchanged"
@@ -102,9 +102,9 @@ def test_digests_are_the_same_on_a_follower(db: Db, cluster: Cluster) -> None:
             rows = conn.execute("select table_name, status from privacy.verify_hold(%s)", (hold_id,)).fetchall()
             assert {r[1] for r in rows} == {"unchanged"}
             # and a change on the primary shows up there after replay
-            db.su.execute("alter table customers disable trigger zz_privacy_before_update; "
+            db.su.execute("alter table customers disable trigger \"Privacy_check_update\"; "
                           "update customers set name = 'Cyrus' where id = 3; "
-                          "alter table customers enable trigger zz_privacy_before_update")
+                          "alter table customers enable trigger \"Privacy_check_update\"")
             deadline = time.monotonic() + 20
             while conn.execute("select name from customers where id = 3").fetchone() != ("Cyrus",):
                 assert time.monotonic() < deadline

@@ -176,7 +176,7 @@ CAUSES_AND_FIXES = [
     # (Where a superuser installed the toolkit, its event trigger re-enables a trigger switched off at once:
     # the superuser switches that off first.)
     ("enforcement disabled", "support.tickets", "alter event trigger privacy_protect_new_partitions disable; "
-     "alter table support.tickets disable trigger zz_privacy_before_delete", None),
+     "alter table support.tickets disable trigger \"Privacy_check_delete\"", None),
     ("ddl guard disabled", "privacy_protect_new_partitions", "alter event trigger privacy_protect_new_partitions disable",
      "alter event trigger privacy_protect_new_partitions enable"),
     ("enforcement outdated", "public.customers", "alter policy privacy_hide_restricted on public.customers using (true)", None),

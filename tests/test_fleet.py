@@ -115,9 +115,9 @@ def _diverge(db: Db, fork: Cluster) -> tuple[str, str]:
     db.steward.execute("update addresses set street = '44 Corrected Court' where id = 4")  # a correction
     db.steward.execute("update addresses set street = '4 Conflict Court' where id = 4")     # a second one
     with psycopg.connect(fork.dsn(db.name), autocommit=True) as su:
-        su.execute("alter table addresses disable trigger zz_privacy_before_update")
+        su.execute("alter table addresses disable trigger \"Privacy_check_update\"")
         su.execute("update addresses set street = 'changed on the fork' where id = 4")  # conflicts with both corrections
-        su.execute("alter table addresses enable trigger zz_privacy_before_update")
+        su.execute("alter table addresses enable trigger \"Privacy_check_update\"")
     with psycopg.connect(fork.dsn(db.name, user="steward_user"), autocommit=True) as steward:
         steward.execute("select privacy.place_hold('customer', '1', 'FORK-CASE', 'placed on the fork')")  # its own event
     return hold_id, str(restriction_before)

@@ -139,7 +139,7 @@ def test_status_tells_missing_disabled_and_outdated_and_install_repairs(db: Db) 
     def state(table: str) -> str:
         return str(db.scalar("select state from privacy.enforcement_status() where relation = %s", (table,)))
 
-    db.su.execute("alter table activity_log disable trigger zz_privacy_before_delete")
+    db.su.execute("alter table activity_log disable trigger \"Privacy_check_delete\"")
     db.su.execute("drop policy privacy_hide_restricted on public.orders_2025")
     db.su.execute("comment on trigger zz_privacy_before_insert on public.addresses is 'hand-edited'")
     db.su.execute("alter table public.order_items disable row level security")
@@ -172,7 +172,7 @@ def test_uninstall_is_refused_while_a_hold_is_active(db: Db) -> None:
         after = {t: su.execute(snapshot.format(t)).fetchall() for t in tables}
         assert after == before
         assert su.execute("select to_regnamespace('privacy')").fetchone() == (None,)
-        assert su.execute("select count(*) from pg_trigger where tgname ~ 'privacy_'").fetchone() == (0,)
+        assert su.execute("select count(*) from pg_trigger where tgname ~* 'privacy_'").fetchone() == (0,)
         assert su.execute("select count(*) from pg_policy").fetchone() == (0,)
         assert su.execute("select count(*) from pg_attribute where attname = 'privacy_mark'").fetchone() == (0,)
         assert su.execute("select count(*) from pg_class where relrowsecurity").fetchone() == (0,)
@@ -193,7 +193,7 @@ def test_a_migration_can_uninstall_with_sql_alone(sudb: Db) -> None:
                              "public.addresses", '"crm data"."Support; Tickets"'}
     assert sudb.scalar("select to_regnamespace('privacy')") is None
     assert sudb.scalar("select count(*) from pg_event_trigger") == 0
-    assert sudb.scalar("select count(*) from pg_trigger where tgname ~ 'privacy_'") == 0
+    assert sudb.scalar("select count(*) from pg_trigger where tgname ~* 'privacy_'") == 0
 
 
 def refused_sql(db: Db, statement: str) -> psycopg.Error:

@@ -152,9 +152,9 @@ def test_the_printed_report_states_the_case_the_digests_and_the_verdicts(primary
 def test_a_hold_whose_data_a_superuser_altered_prints_as_a_violation_in_words_and_colour(primary: Db, tmp_path: Path) -> None:
     db = primary
     hold_id = hold(db, 3, CASE)
-    db.su.execute("alter table orders disable trigger zz_privacy_before_update")
+    db.su.execute("alter table orders disable trigger \"Privacy_check_update\"")
     db.su.execute("update orders set total = 1 where id = 30")
-    db.su.execute("alter table orders enable trigger zz_privacy_before_update")
+    db.su.execute("alter table orders enable trigger \"Privacy_check_update\"")
 
     pdf = print_to_pdf(report(db, tmp_path))
     text = printed_text(pdf)
