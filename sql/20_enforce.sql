@@ -308,15 +308,7 @@ begin
     --    caller's row-level security, so an indirect path cannot fail open). The lookup
     --    reads the parent through its view; a column path first takes the subject's
     --    writer lock, then reads its mark in a statement of its own (new snapshot).
-    --    A one-column via path onto the key column of a column-path table (orders.customer_id
-    --    onto customers.id) names its subject itself: its rows take the mark the subject's
-    --    state gives, as the parent's row does, under the subject's writer lock, without
-    --    locking the parent's row FOR SHARE (a tuple lock, and its WAL record, on every INSERT).
-    if p.path_kind = 'column'
-       or (p.path_kind = 'via' and v_parent.path_kind = 'column' and pg_catalog.cardinality(p.attnums) = 1
-           and p.parent_attnums = v_parent.attnums
-           and (select a.atttypid from pg_catalog.pg_attribute a where a.attrelid = v_rel and a.attnum = p.attnums[1])
-               = (select a.atttypid from pg_catalog.pg_attribute a where a.attrelid = v_parent.relid and a.attnum = v_parent.attnums[1])) then
+    if p.path_kind = 'column' then
         -- (The lock is an assignment, not a PERFORM: PL/pgSQL evaluates a simple expression
         -- without starting an executor, 2 us less on every INSERT.)
         v_lookup := pg_catalog.format($f$
