@@ -86,11 +86,13 @@ $$;
 -- 'privacy: '. The message names the subject, the hold and its case only to a role
 -- that may see the row: whoever is refused because of a processing restriction (or of
 -- a hold on a restricted subject) and is not privileged learns that the row is
--- restricted, not whose it is. The server log gets everything.
+-- restricted, not whose it is. The server log gets everything (LOG), the client never
+-- does: client_min_messages is the function's own.
 create or replace function privacy.refuse(p_relid oid, p_operation text, p_mark smallint, p_subjects jsonb)
     returns void
     volatile
     set search_path = ''
+    set client_min_messages = 'notice'  -- the LOG line below is for the server log: a role that lowered it must not get it
     language plpgsql
 as $$
 declare

@@ -212,6 +212,7 @@ create or replace function privacy.citus_refuse(p_table text, p_operation text, 
     returns void
     volatile
     set search_path = ''
+    set client_min_messages = 'notice'  -- the LOG line is for the server log only (privacy.refuse)
     language plpgsql
 as $$
 declare

@@ -82,6 +82,21 @@ def test_a_changed_row_takes_the_mark_of_its_path_after_the_update(db: Db) -> No
     assert db.scalar("select count(*) from privacy.corrections where table_name = 'activity_log'") == 2
 
 
+def test_a_refusal_does_not_tell_whose_row_it_is_through_the_log_line(db: Db) -> None:
+    """The refusal's full text goes to the server log (LOG); a role that lowers its
+    client_min_messages to LOG must not receive it (found by an outside attack)."""
+    restrict(db, 2)
+    seen: list[str] = []
+    db.app.add_notice_handler(lambda diag: seen.append(str(diag.message_primary)))
+    db.app.execute("set client_min_messages = log")
+    err = refused(db.app, "insert into order_items values (999, 20, '2026-02-20', 1, 1)")
+    assert "customer/2" not in str(err)
+    assert not any("customer/2" in m for m in seen), seen
+    assert db.app.execute("show client_min_messages").fetchone() == ("log",)  # the caller's setting is its own
+    assert any("refused INSERT on public.order_items by app" in line and "customer/2" in line
+               for line in db.cluster.log_text().splitlines())  # the server log has it all
+
+
 def test_upsert_onto_a_hidden_row_is_refused(db: Db) -> None:
     restrict(db, 2)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
