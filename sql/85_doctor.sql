@@ -404,6 +404,27 @@ begin
     -- Purposes in use: application roles that serve none, members that do not inherit (sql/33_purposes.sql).
     return query select * from privacy.purpose_findings(v_protected);
 
+    -- The table's own BEFORE INSERT row triggers that fire after the toolkit's (PostgreSQL
+    -- fires them in name order): one could change a new row's path after it was marked.
+    for r in
+        select t.tgrelid::regclass::text as rel, t.tgname
+          from pg_catalog.pg_trigger t
+         where t.tgrelid = any (v_protected)  -- (partitions and children included)
+           and not t.tgisinternal and t.tgparentid = 0 and t.tgname !~* '^(zz_)?privacy_'
+           and t.tgtype::integer & 7 = 7  -- ROW (1) | BEFORE (2) | INSERT (4)
+           and t.tgname::text collate "C" > 'zz_privacy_before_insert'
+         order by 1, 2
+    loop
+        severity := 'error'; category := 'trigger after the mark'; object := r.rel || '.' || r.tgname;
+        finding := pg_catalog.format('BEFORE INSERT trigger %I on %s fires after zz_privacy_before_insert, which gives a new row '
+                                     'its mark: if it changes the row''s path, the row keeps the mark of the subject it had before',
+                                     r.tgname, r.rel);
+        fix := pg_catalog.format('rename it to sort before zz_privacy_before_insert: ALTER TRIGGER %I ON %s RENAME TO ...',
+                                 r.tgname, r.rel);
+        fix_sql := null;
+        return next;
+    end loop;
+
     -- Path columns without an index: placement reads the whole table.
     for r in
         select p.*, privacy.relation_of(p) as rel

@@ -187,6 +187,11 @@ CAUSES_AND_FIXES = [
     ("privileged login", "sneaky", "alter role sneaky bypassrls", "alter role sneaky nobypassrls"),
     ("unindexed path", "public.newsletter", "select privacy.protect('public.newsletter', 'customer', 'customer_id')",
      "create index on public.newsletter (customer_id)"),
+    # (Found by an outside attack: such a trigger could move a new row to another subject after it was marked.)
+    ("trigger after the mark", "audit.zzz_retarget",
+     "create function public.retarget() returns trigger language plpgsql as 'begin return new; end'; "
+     "create trigger zzz_retarget before insert on public.audit for each row execute function public.retarget()",
+     "alter trigger zzz_retarget on public.audit rename to retarget"),
 ]
 
 
