@@ -8,6 +8,3 @@ create table privacy.marking_in_progress (
     xact xid8 primary key
 );
 comment on table privacy.marking_in_progress is 'Written only by privacy.refresh_subjects (as the owner), for the length of its marking: the propagation triggers of that transaction leave the one-column via tables to it, which marks each in one statement.';
-
-alter table privacy.protected_tables add column marking_sql text, add column marking_sql_for text;
-comment on column privacy.protected_tables.marking_sql is 'The statement by which placement marks this table''s rows of a list of subjects (privacy.marking_sql); null where the triggers mark them row by row. Kept with the enforcement fingerprint it was made for (marking_sql_for), so a rename since is never run.';
