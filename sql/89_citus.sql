@@ -327,6 +327,9 @@ declare
     v_template text;
     v_check text;
     v_correction text := '''corrections of restricted rows are refused on Citus (a shard cannot journal them): correct the data after the restriction is released''';
+    v_purpose_binds text;
+    v_purpose_sees text;
+    v_purpose_hides text;
 begin
     select * into p from privacy.protected_tables x where x.id = p_id;
     v_rel := privacy.relation_of(p);
@@ -356,6 +359,21 @@ begin
         'or pg_catalog.pg_has_role(v_actor, %L, ''MEMBER'') '
         'or exists (select 1 from pg_catalog.pg_class c where c.oid operator(pg_catalog.=) tg_relid and pg_catalog.pg_has_role(v_actor, c.relowner, ''USAGE'')))',
         v_steward);
+    -- Purposes (sql/33_purposes.sql), written into the shards' triggers and policy like the
+    -- steward role (a worker has no privacy.purposes): whether a restriction in mark {m}
+    -- binds v_actor (mark_binds: an unscoped restriction binds every role, a scoped one the
+    -- roles of its purposes), and what the purposes' restrictive policies would add to the
+    -- one permissive policy (below). add_purpose regenerates both.
+    select pg_catalog.string_agg(pg_catalog.format(' or (({m} operator(pg_catalog.&) %s::smallint) operator(pg_catalog.<>) 0 '
+                                                   'and pg_catalog.pg_has_role(v_actor, %L, ''USAGE''))', 1 << x.bit, x.role_name), '' order by x.bit),
+           pg_catalog.string_agg(pg_catalog.format(' or pg_catalog.pg_has_role(%L, ''USAGE'')', x.role_name), '' order by x.bit),
+           pg_catalog.string_agg(pg_catalog.format(' and ((privacy_mark & %s::smallint) = 0 or not pg_catalog.pg_has_role(%L, ''USAGE''))',
+                                                   1 << x.bit, x.role_name), '' order by x.bit)
+      into v_purpose_binds, v_purpose_sees, v_purpose_hides
+      from privacy.purposes x;
+    v_purpose_binds := '(({m} operator(pg_catalog.&) 2::smallint) operator(pg_catalog.<>) 0' || coalesce(v_purpose_binds, '') || ')';
+    v_purpose_sees := case when v_purpose_sees is not null
+                           then pg_catalog.format(' or (((privacy_mark & 2::smallint) = 0%s)%s)', v_purpose_sees, v_purpose_hides) else '' end;
 
     -- The mark of a subject key (placement and status call it on the coordinator).
     step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_mark(%s)', p.id, v_type);
@@ -421,14 +439,14 @@ begin
     new.privacy_mark := coalesce(v_mark, 0);
     if new.privacy_mark operator(pg_catalog.>=) 2 then
         v_actor := privacy.acting_role();
-        if not %3$s then
+        if %6$s and not %3$s then
             perform privacy.citus_refuse(%4$s, 'INSERT', new.privacy_mark, %5$s, false, null);
         end if;
     end if;
     return new;
 end;
 $body$$f$, v_fn, v_insert_lookup, v_privileged, v_table,
-           pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col));
+           pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col), pg_catalog.replace(v_purpose_binds, '{m}', 'new.privacy_mark'));
     shape := ddl;
     return next;
 
@@ -451,7 +469,8 @@ begin
     if tg_op = 'DELETE' then
         if old.privacy_mark & 1 <> 0 then
             perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, null);
-        elsif old.privacy_mark >= 2 then
+        elsif old.privacy_mark >= 2 and (v_privileged or %9$s) then
+            -- (A restriction scoped to purposes the role does not serve leaves it alone.)
             perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
         end if;
         return old;
@@ -470,12 +489,12 @@ begin
     end if;
     if old.privacy_mark & 1 <> 0 then
         perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
-    elsif old.privacy_mark >= 2 then
+    elsif old.privacy_mark >= 2 and (v_privileged or %9$s) then
         perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
     end if;
     %7$s
     v_mark := coalesce(v_mark, 0);
-    if v_mark >= 2 and not v_privileged then
+    if v_mark >= 2 and %10$s and not v_privileged then
         perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %8$s, false, null);
     end if;
     new.privacy_mark := v_mark;
@@ -483,7 +502,8 @@ begin
 end;
 $body$$f$, v_fn, v_privileged, v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col),
            pg_catalog.replace(v_lookup, '{k}', 'old.' || v_col), v_correction,
-           pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col), pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col));
+           pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col), pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col),
+           pg_catalog.replace(v_purpose_binds, '{m}', 'old.privacy_mark'), pg_catalog.replace(v_purpose_binds, '{m}', 'v_mark'));
     shape := ddl;
     return next;
 
@@ -497,10 +517,13 @@ $body$$f$, v_fn, v_privileged, v_table, pg_catalog.replace(v_subject_of, '{k}', 
 
     -- The toolkit's condition is the table's only policy, PERMISSIVE (Citus makes every
     -- policy permissive on the shards): restricted rows are visible to stewards and the
-    -- toolkit's owner only. Purpose-scoped marks (4 and up) hide rows from every
-    -- restricted role here (no purpose policies on Citus: fail closed).
+    -- toolkit's owner; with purposes, the one policy is what privacy_hide_restricted and
+    -- each purpose's restrictive policy say together on one machine: a row restricted for
+    -- purposes only (bit 1 clear) is visible to a general role, an unscoped one to the
+    -- roles of the purposes it excepts, and neither to a role serving a purpose whose bit
+    -- the row has.
     v_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%L, ''MEMBER'') or pg_catalog.pg_has_role(%L, ''USAGE'')',
-                                 v_steward, v_toolkit_owner);
+                                 v_steward, v_toolkit_owner) || v_purpose_sees;
     for kind, name, v_template in
         select 'trigger', 'zz_privacy_before_insert',
                'create trigger zz_privacy_before_insert before insert on {target} for each row execute function ' || v_fn || '_insert()'

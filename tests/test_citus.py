@@ -610,16 +610,65 @@ def test_sync_brings_a_restored_copy_of_the_cluster_up_to_date(cdb: CitusDb) -> 
         cdb.citus.drop_database(copy)
 
 
-def test_a_purpose_scoped_restriction_hides_the_rows_from_every_application_role_on_citus(cdb: CitusDb) -> None:
-    """No purpose policies on Citus (they would be permissive on the shards): a restriction
-    for one purpose binds every restricted role there (fail closed)."""
-    cdb.owner.execute("select privacy.add_purpose('marketing', 'newsletters')")
-    cdb.steward.execute("select privacy.place_restriction('customer', '6', 'objection', 'no newsletters', "
-                        "array['marketing']::text[], null::text[])")
-    assert marks(cdb, "orders", 6)[0] >= 4
-    assert rows(cdb.app, "select * from orders where customer_id = 6") == []
-    refused(cdb.app, "insert into orders values (69, 6, 1)")
-    assert cdb.scalar("select count(*) from orders where customer_id = 6", user="steward_user") == 2
+def test_purposes_on_citus_as_on_one_machine(cdb: CitusDb) -> None:
+    """The purposes' restrictive policies, folded into the shards' one permissive policy,
+    and mark_binds written into the shards' triggers: a restriction scoped to marketing
+    hides a subject's rows from the marketing role only (a general role reads and writes
+    them); an unscoped one with a legal-claims exception lets the claims role read, never
+    write. Through the coordinator and on a worker naming a shard."""
+    cdb.owner.execute("select privacy.add_purpose('marketing', 'newsletters'), privacy.add_purpose('legal-claims', 'claims')")
+    for role, purpose in (("mkt_app", "marketing"), ("claims_app", "legal-claims")):
+        # Made through the coordinator: Citus creates the role, and grants to it, on every node.
+        if not cdb.scalar("select count(*) from pg_roles where rolname = %s", (role,)):
+            cdb.su.execute(f"create role {role} login")
+        cdb.su.execute(f"grant select, insert, update, delete on all tables in schema public to {role}")
+        cdb.owner.execute("select privacy.grant_purpose(%s, %s)", (role, purpose))
+    mkt, claims = cdb.connect("mkt_app", autocommit=True), cdb.connect("claims_app", autocommit=True)
+    try:
+        scoped = cdb.steward.execute("select privacy.place_restriction('customer', '6', 'objection', 'no newsletters', "
+                                     "array['marketing']::text[], null::text[])").fetchone()[0]
+        cdb.steward.execute("select privacy.place_restriction('customer', '5', 'accuracy', 'disputed', "
+                            "null::text[], array['legal-claims']::text[])")
+        assert marks(cdb, "orders", 6)[0] >= 4 and marks(cdb, "orders", 5)[0] & 2
+        before5 = csnapshot(cdb, CPATHS[1], 5)
+
+        # Scoped to marketing: invisible to marketing, its new rows refused; a general role is not bound.
+        for path in CPATHS:
+            assert ccount(cdb, path, 6, "mkt_app") == 0 < ccount(cdb, path, 6, "app") == ccount(cdb, path, 6)
+        refused(mkt, "insert into orders values (69, 6, 1)")
+        assert mkt.execute("update orders set total = 0 where customer_id = 6").rowcount == 0
+        assert cdb.app.execute("update orders set total = total + 1 where customer_id = 6").rowcount == 2
+        cdb.app.execute("insert into orders values (68, 6, 1)")
+        assert ccount(cdb, CPATHS[1], 6) == 3 and ccount(cdb, CPATHS[1], 6, "mkt_app") == 0
+        assert min(marks(cdb, "orders", 6)) >= 4  # the new row took the subject's mark
+
+        # Unscoped, legal-claims excepted: claims reads, nobody but the steward writes.
+        assert ccount(cdb, CPATHS[1], 5, "app") == 0 == ccount(cdb, CPATHS[1], 5, "mkt_app")
+        for path in CPATHS:
+            assert ccount(cdb, path, 5, "claims_app") == ccount(cdb, path, 5) > 0
+        refused(claims, "update orders set total = 0 where customer_id = 5")
+        refused(claims, "delete from orders where customer_id = 5")
+        refused(claims, "insert into orders values (59, 5, 1)")
+        assert csnapshot(cdb, CPATHS[1], 5) == before5
+        assert ccount(cdb, CPATHS[1], 6, "claims_app") == 3  # marketing's restriction is no business of claims
+
+        # On a worker, naming a shard: the same policy and triggers.
+        worker, shard = cdb.worker_of("orders", 6)
+        wmkt = worker.connect("mkt_app", autocommit=True)
+        try:
+            wmkt.execute("set citus.enable_manual_changes_to_shards = on")
+            assert rows(wmkt, f"select * from {shard} where customer_id = 6") == []
+            refused(wmkt, f"insert into {shard} (id, customer_id, total) values (67, 6, 1)")
+        finally:
+            wmkt.close()
+
+        # Released: marketing sees and writes again.
+        cdb.steward.execute("select privacy.release_restriction(%s, 'objection withdrawn', true)", (scoped,))
+        assert ccount(cdb, CPATHS[1], 6, "mkt_app") == 3
+        assert mkt.execute("update orders set total = 1 where customer_id = 6").rowcount == 3
+    finally:
+        mkt.close()
+        claims.close()
 
 
 # -- the enforcement matrix (tests/test_matrix.py), the cells that apply, on the cluster ---
