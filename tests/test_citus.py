@@ -387,6 +387,74 @@ def test_a_role_on_a_worker_naming_a_shard_is_bound_too(cdb: CitusDb) -> None:
         (2, 2, 200), (3, 2, 300)]
 
 
+def test_a_moved_shard_keeps_its_enforcement_on_its_new_worker(cdb: CitusDb) -> None:
+    """The rebalancer moves shards between workers: the shard it builds on the other worker
+    must carry the triggers and the policy (and the rows their marks)."""
+    hold(cdb, 2)
+    restrict(cdb, 3)
+    for key in (2, 3):
+        source, shard = cdb.worker_of("orders", key)
+        target = next(w for w in cdb.workers if w is not source)
+        shard_id = int(shard.rsplit("_", 1)[1])
+        # block_writes: the move copies with COPY, no logical replication (wal_level stays replica)
+        cdb.su.execute("select citus_move_shard_placement(%s, '127.0.0.1', %s, '127.0.0.1', %s, shard_transfer_mode => 'block_writes')",
+                       (shard_id, source.cluster.port, target.cluster.port))
+        assert cdb.worker_of("orders", key)[0] is target
+    for conn in (cdb.app, cdb.owner, cdb.steward):  # through the coordinator, to the moved shards
+        refused(conn, "update orders set total = 0 where customer_id = 2")
+        refused(conn, "delete from order_items where customer_id = 2")
+    assert rows(cdb.app, "select * from orders where customer_id = 3") == []
+    assert cdb.scalar("select count(*) from orders where customer_id = 3", user="steward_user") == 2
+    refused(cdb.app, "insert into orders values (39, 3, 1)")
+    # straight on the new worker, naming the moved shards
+    for key, table in ((2, "orders"), (2, "order_items"), (3, "orders")):
+        worker, shard = cdb.worker_of(table, key)
+        app = worker.connect("app")
+        app.execute("set citus.enable_manual_changes_to_shards = on")
+        if key == 2:
+            refused(app, f"delete from {shard} where customer_id = 2")
+        else:
+            assert rows(app, f"select * from {shard} where customer_id = 3") == []
+            refused(app, f"insert into {shard} (id, customer_id, total) values (38, 3, 1)")
+    assert rows(cdb.su, "select customer_id, count(*), min(privacy_mark) from orders where customer_id in (2, 3) group by 1 order by 1") == [
+        (2, 2, 1), (3, 2, 2)]
+    result = cli(cdb, "hold", "verify", "--all", user="steward_user")  # the held rows moved, unchanged
+    assert result.exit_code == 0, result.output
+
+
+def test_a_split_shard_keeps_its_enforcement_in_both_halves(cdb: CitusDb) -> None:
+    """Splitting a shard (citus_split_shard_by_split_points) builds new shards for the whole
+    co-location group: each must carry the triggers and the policy."""
+    hold(cdb, 2)
+    restrict(cdb, 3)
+    for key in (2, 3):
+        worker, shard = cdb.worker_of("orders", key)
+        shard_id = int(shard.rsplit("_", 1)[1])
+        low, high = rows(cdb.su, "select shardminvalue::bigint, shardmaxvalue::bigint from pg_dist_shard where shardid = %s", (shard_id,))[0]
+        hashed = int(cdb.scalar("select worker_hash(%s::integer)", (key,)))
+        point = hashed - 1 if hashed > low else hashed  # the key's rows land in one of the halves, next to the cut
+        node = cdb.scalar("select nodeid from pg_dist_node where nodeport = %s", (worker.cluster.port,))
+        cdb.su.execute("select citus_split_shard_by_split_points(%s, array[%s::text], array[%s, %s]::integer[], "
+                       "shard_transfer_mode => 'block_writes')", (shard_id, str(point), node, node))
+        assert cdb.worker_of("orders", key)[1] != shard and low <= point < high
+    for conn in (cdb.app, cdb.owner, cdb.steward):
+        refused(conn, "update orders set total = 0 where customer_id = 2")
+        refused(conn, "delete from order_items where customer_id = 2")
+    assert rows(cdb.app, "select * from orders where customer_id = 3") == []
+    refused(cdb.app, "insert into orders values (39, 3, 1)")
+    for key, table in ((2, "orders"), (3, "orders")):
+        worker, shard = cdb.worker_of(table, key)
+        app = worker.connect("app")
+        app.execute("set citus.enable_manual_changes_to_shards = on")
+        if key == 2:
+            refused(app, f"delete from {shard} where customer_id = 2")
+        else:
+            assert rows(app, f"select * from {shard} where customer_id = 3") == []
+            refused(app, f"insert into {shard} (id, customer_id, total) values (38, 3, 1)")
+    result = cli(cdb, "hold", "verify", "--all", user="steward_user")
+    assert result.exit_code == 0, result.output
+
+
 # -- 3. atomic placement with a worker killed, verify, export ---------------------------
 
 def _marks_everywhere(db: CitusDb, key: int) -> dict[str, Any]:
@@ -509,6 +577,38 @@ def test_hold_verify_and_export_on_the_cluster(cdb: CitusDb, tmp_path: Path) -> 
         su.execute("set session_replication_role = replica")
         su.execute(f"update {shard} set total = 0 where customer_id = 4")
     assert cli(cdb, "hold", "verify", "--all", user="steward_user").exit_code == 1
+
+
+def test_the_report_on_the_cluster(cdb: CitusDb, tmp_path: Path) -> None:
+    """`pyctl report` reads the coordinator's record and verifies each hold against the
+    shards: unchanged, then a violation once a held row is changed on a shard."""
+    cdb.su.execute("update privacy.settings set value = privacy.database_identity() where name = 'database_identity'")
+    h = hold(cdb, 4)
+    r = restrict(cdb, 3)
+
+    def facts() -> dict[str, Any]:
+        result = cli(cdb, "report", "--out", "-", "--format", "json", user="steward_user")
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout))
+
+    before = facts()
+    (held,) = before["holds"]
+    assert held["id"] == h and held["subject_key"] == "4" and held["verification"]["verdict"] == "unchanged"
+    assert {d["table"] for d in held["digests"]} == {f"public.{t}" for t in PROTECTED}
+    assert [x["id"] for x in before["restrictions"]] == [r]
+    assert before["ledger"]["verifies"] is True
+    worker, shard = cdb.worker_of("orders", 4)
+    with psycopg.connect(worker.cluster.dsn(cdb.name), autocommit=True) as su:
+        su.execute("set citus.enable_manual_changes_to_shards = on")
+        su.execute("set session_replication_role = replica")
+        su.execute(f"delete from {shard} where customer_id = 4 and id = 40")
+    after = facts()
+    assert after["holds"][0]["verification"]["verdict"] == "violation"
+    assert after["summary"]["holds_violated"] == 1
+    out = tmp_path / "report.html"
+    result = cli(cdb, "report", "--out", str(out), user="steward_user")
+    assert result.exit_code == 0, result.output
+    assert "VIOLATION" in out.read_text(encoding="utf-8")
 
 
 def _wait_for_lock(db: CitusDb, conns: int = 1) -> None:
