@@ -459,6 +459,10 @@ begin
     if v_referencing.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected: protect it first, so the path leads to a subject', v_ref));
     end if;
+    -- On a Citus coordinator, what Citus cannot enforce is refused before anything is read, and
+    -- DDL may follow the multi-shard reads below (sql/89_citus.sql).
+    perform privacy.citus_session();
+    perform privacy.citus_path(v_rel, v_referencing.subject_type, 'referenced_by', v_fk.target_columns, v_ref, v_fk.columns);
     select * into v_sharing from privacy.reference_sharing(v_ref, v_fk.columns, v_rel, v_fk.target_columns);
     if v_sharing.shared and not coalesce(p_shared_ok, false) then
         perform privacy.fail(pg_catalog.format('%s is shared, not the subject''s own (%s): a restriction would hide its rows from '

@@ -215,6 +215,14 @@ begin
             if v_bulk then
                 delete from privacy.marking_in_progress m where m.xact = pg_catalog.pg_current_xact_id();
             end if;
+            -- On Citus, the reference tables protected --referenced-by the root table, after
+            -- it (sql/89_citus.sql; on one machine the root's triggers mark them).
+            for p in select x.* from privacy.protected_tables x
+                      where x.subject_type = p_subject_type and x.path_kind = 'referenced_by' order by x.id loop
+                if (privacy.citus_table(p.relid)).kind = 'reference' then
+                    perform privacy.citus_mark_referenced(p.id, p_keys);
+                end if;
+            end loop;
             return v_marks;
         exception when deadlock_detected then
             if v_attempt = 5 then

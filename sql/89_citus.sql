@@ -19,7 +19,9 @@
 -- - A child reads no parent on another shard: a child must be distributed by the column
 --   of its path that holds the subject key, co-located with the root, and its rows take
 --   their mark from subject_marks by that column (a --via path is registered as the
---   --column path it amounts to). --referenced-by and reference tables are refused.
+--   --column path it amounts to). A reference table may be protected --referenced-by the
+--   root table only: placement keeps its rows' marks in privacy.referenced_marks, a
+--   reference table too (citus_mark_referenced).
 -- - The triggers on the shards name nothing only the coordinator knows: the steward role
 --   is written into them, refusals name the subject but not the hold's id or case, and
 --   changes that would have to be journaled (a steward's correction of a restricted
@@ -100,6 +102,10 @@ begin
         perform privacy.citus_session();
         execute 'select pg_catalog.create_reference_table(''privacy.subject_marks'')';
     end if;
+    if (privacy.citus_table('privacy.referenced_marks'::regclass)).kind is null then
+        perform privacy.citus_session();
+        execute 'select pg_catalog.create_reference_table(''privacy.referenced_marks'')';
+    end if;
 end;
 $$;
 
@@ -129,13 +135,42 @@ begin
         end if;
         return;  -- a table Citus does not distribute: protected as on one machine
     end if;
-    if t.kind = 'reference' then
+    select pg_catalog.string_agg(pg_catalog.quote_ident(pol.polname), ', ') into v_policies
+      from pg_catalog.pg_policy pol where pol.polrelid = p_rel and pol.polname !~ '^privacy_';
+    if v_policies is not null then
         perform privacy.fail(pg_catalog.format(
-            '%s is a Citus reference table: on Citus the toolkit protects only tables distributed by the subject key '
-            '(a reference table is copied to every node, and the marks of rows many subjects share cannot be kept there). '
-            'Lookup data needs no protection; if each of its rows belongs to one subject, give it the subject key, '
-            'distribute it by that key co-located with the root table (undistribute_table, then create_distributed_table(..., colocate_with => ...)) '
-            'and protect it with --column', p_rel));
+            '%s has row-level security policies of its own (%s): Citus recreates every policy as PERMISSIVE on the shards, '
+            'so the toolkit''s condition could not be combined with them there and would fail open. '
+            'Drop them (or fold their condition into your grants) before protecting it on Citus', p_rel, v_policies));
+    end if;
+    select s.relid::regclass, (privacy.column_names(s.relid, array[s.key_attnum]))[1] into v_root, v_key
+      from privacy.subject_types s where s.subject_type = p_subject_type;
+    if t.kind = 'reference' then
+        -- --referenced-by from the subject's root table, distributed by its key: placement
+        -- writes each pointed-at row's mark into privacy.referenced_marks (a reference table,
+        -- on every node), where the reference table's triggers read it. From the root table
+        -- only: a root row is its subject's one row, so no row of a held or restricted
+        -- subject can come to point at another row later (a held one may not change, a
+        -- restricted one only by a steward, and corrections are refused on Citus); a child
+        -- could add rows of a held subject pointing at rows not marked yet.
+        if p_kind is distinct from 'referenced_by' then
+            perform privacy.fail(pg_catalog.format(
+                '%s is a Citus reference table: protect it --referenced-by the subject''s root table if the subjects'' rows point at its rows '
+                '(an address table), or, if each of its rows belongs to one subject, give it the subject key, distribute it by that key '
+                'co-located with the root table (undistribute_table, then create_distributed_table(..., colocate_with => ...)) and protect it with --column. '
+                'Lookup data needs no protection', p_rel));
+        end if;
+        if p_parent is distinct from v_root or (privacy.citus_table(v_root)).kind is distinct from 'distributed' then
+            perform privacy.fail(pg_catalog.format(
+                '%s: on Citus --referenced-by is supported from the root table of the subject type (%s), distributed by its key, not from %s '
+                '(rows of a held subject added to %s later could point at rows of %s not marked yet, on another node). '
+                'Point at it from %s, or give %s the subject key and distribute it co-located with %s',
+                p_rel, v_root, p_parent, p_parent, p_rel, v_root, p_rel, v_root));
+        end if;
+        if pg_catalog.cardinality(p_columns) <> 1 then
+            perform privacy.fail(pg_catalog.format('%s: on Citus --referenced-by needs a foreign key of one column', p_rel));
+        end if;
+        return;
     end if;
     if exists (select 1 from pg_catalog.pg_class c where c.oid = p_rel and c.relkind = 'p') then
         perform privacy.fail(pg_catalog.format('%s is a distributed partitioned table: the toolkit does not protect those on Citus yet (its partitions'' shards were not tried)', p_rel));
@@ -149,16 +184,6 @@ begin
             'If each of its rows belongs to one subject, add the subject key to it, distribute it by that key co-located with the root table and protect it with --column',
             p_rel, p_parent));
     end if;
-    select pg_catalog.string_agg(pg_catalog.quote_ident(pol.polname), ', ') into v_policies
-      from pg_catalog.pg_policy pol where pol.polrelid = p_rel and pol.polname !~ '^privacy_';
-    if v_policies is not null then
-        perform privacy.fail(pg_catalog.format(
-            '%s has row-level security policies of its own (%s): Citus recreates every policy as PERMISSIVE on the shards, '
-            'so the toolkit''s condition could not be combined with them there and would fail open. '
-            'Drop them (or fold their condition into your grants) before protecting it on Citus', p_rel, v_policies));
-    end if;
-    select s.relid::regclass, (privacy.column_names(s.relid, array[s.key_attnum]))[1] into v_root, v_key
-      from privacy.subject_types s where s.subject_type = p_subject_type;
     if v_root = p_rel then
         if t.dist_column is distinct from v_key then
             perform privacy.fail(pg_catalog.format('%s is distributed by %s, not by its key %s: distribute the root table of a subject type by its key',
@@ -281,6 +306,9 @@ declare
 begin
     select * into p from privacy.protected_tables where id = p_id;
     perform privacy.citus_session();
+    if p.path_kind = 'referenced_by' then
+        return privacy.citus_mark_referenced(p_id, null);
+    end if;
     v_col := pg_catalog.quote_ident((privacy.column_names(p.relid, p.attnums))[1]);
     execute pg_catalog.format(
         'update %s t set privacy_mark = m.mark from privacy.subject_marks m '
@@ -295,6 +323,82 @@ begin
         get diagnostics v_more = row_count;
     end if;
     return v_count + v_more;
+end;
+$$;
+
+-- Marks the rows of a reference table protected --referenced-by (citus_path) that the
+-- root rows of subjects P_KEYS point at, or (P_KEYS null) every row pointed at by a
+-- marked root row or marked now: each takes the OR of the marks of every root row
+-- pointing at it (a shared row: all of them), written to privacy.referenced_marks first,
+-- where its triggers check the marking statement. Placement calls it after the root
+-- table's rows are marked, in the same distributed transaction. Returns the rows changed.
+create or replace function privacy.citus_mark_referenced(p_id integer, p_keys text[])
+    returns bigint
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    p privacy.protected_tables;
+    v_parent privacy.protected_tables;
+    v_rel regclass;
+    v_parent_rel regclass;
+    v_own name;
+    v_own_type text;
+    v_fk name;
+    v_path name;
+    v_rows text[];
+    v_keys text[];
+    v_marks smallint[];
+    v_count bigint;
+begin
+    select * into p from privacy.protected_tables x where x.id = p_id;
+    select * into v_parent from privacy.protected_tables x where x.id = p.parent_id;
+    v_rel := privacy.relation_of(p);
+    v_parent_rel := privacy.relation_of(v_parent);
+    if v_rel is null or v_parent_rel is null then
+        return 0;
+    end if;
+    perform privacy.citus_session();
+    v_own := (privacy.column_names(p.relid, p.attnums))[1];
+    v_own_type := privacy.column_type(v_rel, v_own);
+    v_fk := (privacy.column_names(v_parent.relid, p.parent_attnums))[1];
+    v_path := (privacy.column_names(v_parent.relid, v_parent.attnums))[1];
+    -- The rows to look at.
+    if p_keys is null then
+        execute pg_catalog.format(
+            'select pg_catalog.array_agg(distinct k) from ('
+            'select (r.%1$I)::pg_catalog.text as k from %2$s r where r.privacy_mark <> 0 and r.%1$I is not null '
+            'union all select (t.%3$I)::pg_catalog.text from %4$s t where t.privacy_mark <> 0 '
+            'union all select m.row_key from privacy.referenced_marks m where m.table_id = %5$s) x',
+            v_fk, v_parent_rel, v_own, v_rel, p.id) into v_rows;
+    else
+        execute pg_catalog.format(
+            'select pg_catalog.array_agg(distinct (r.%1$I)::pg_catalog.text) from %2$s r where r.%3$I = any ($1::pg_catalog.text[]::%4$s[]) and r.%1$I is not null',
+            v_fk, v_parent_rel, v_path, privacy.column_type(v_parent_rel, v_path)) into v_rows using p_keys;
+    end if;
+    if v_rows is null then
+        return 0;
+    end if;
+    -- Each row's mark, from every root row pointing at it.
+    execute pg_catalog.format(
+        'select pg_catalog.array_agg(k), pg_catalog.array_agg(m) from ('
+        'select (r.%1$I)::pg_catalog.text as k, pg_catalog.bit_or(r.privacy_mark)::smallint as m from %2$s r '
+        'where r.%1$I = any ($1::pg_catalog.text[]::%3$s[]) and r.privacy_mark <> 0 group by 1) x',
+        v_fk, v_parent_rel, v_own_type) into v_keys, v_marks using v_rows;
+    delete from privacy.referenced_marks m
+     where m.table_id = p.id and m.row_key = any (v_rows) and not m.row_key = any (coalesce(v_keys, '{}'));
+    insert into privacy.referenced_marks (table_id, row_key, mark)
+    select p.id, u.k, u.m from rows from (pg_catalog.unnest(v_keys), pg_catalog.unnest(v_marks)) u(k, m)
+    on conflict (table_id, row_key) do update set mark = excluded.mark where privacy.referenced_marks.mark <> excluded.mark;
+    execute pg_catalog.format(
+        'update %1$s t set privacy_mark = coalesce((select m.mark from privacy.referenced_marks m '
+        'where m.table_id = %2$s and m.row_key = (t.%3$I)::pg_catalog.text), 0) '
+        'where t.%3$I = any ($1::pg_catalog.text[]::%4$s[]) and t.privacy_mark is distinct from coalesce((select m.mark from privacy.referenced_marks m '
+        'where m.table_id = %2$s and m.row_key = (t.%3$I)::pg_catalog.text), 0)',
+        v_rel, p.id, v_own, v_own_type) using v_rows;
+    get diagnostics v_count = row_count;
+    return v_count;
 end;
 $$;
 
@@ -330,14 +434,16 @@ declare
     v_purpose_binds text;
     v_purpose_sees text;
     v_purpose_hides text;
+    v_reference boolean;
 begin
     select * into p from privacy.protected_tables x where x.id = p_id;
     v_rel := privacy.relation_of(p);
     if v_rel is null then
         return;
     end if;
-    if p.path_kind <> 'column' then
-        -- (citus_path registers only column paths; a table distributed after it was protected lands here.)
+    v_reference := p.path_kind = 'referenced_by' and (privacy.citus_table(v_rel)).kind = 'reference';
+    if p.path_kind <> 'column' and not v_reference then
+        -- (citus_path registers only column paths, and referenced_by for reference tables; a table distributed after it was protected lands here.)
         perform privacy.fail(pg_catalog.format('%s is protected with a %s path but is distributed by Citus: unprotect it and protect it again', v_rel, p.path_kind));
     end if;
     v_fn := 'privacy.pt_' || p.id;
@@ -352,6 +458,14 @@ begin
         'select s.mark into v_mark from privacy.subject_marks s where s.subject_type operator(pg_catalog.=) %L '
         'and s.subject_key operator(pg_catalog.=) ({k}::%s)::pg_catalog.text;', p.subject_type, v_key_type);
     v_subject_of := pg_catalog.format('%L operator(pg_catalog.||) ''/'' operator(pg_catalog.||) ({k}::%s)::pg_catalog.text', p.subject_type, v_key_type);
+    if v_reference then
+        -- A row of a reference table protected --referenced-by: its own mark, kept by placement
+        -- (citus_mark_referenced) by its referenced column; whose it is, a node cannot tell.
+        v_lookup := pg_catalog.format(
+            'select s.mark into v_mark from privacy.referenced_marks s where s.table_id operator(pg_catalog.=) %s '
+            'and s.row_key operator(pg_catalog.=) ({k})::pg_catalog.text;', p.id);
+        v_subject_of := 'null::pg_catalog.text';
+    end if;
     -- Superusers and BYPASSRLS roles, stewards, the table's owner (by the shard's owner,
     -- the same role), as privacy.is_privileged says, without the coordinator's tables.
     v_privileged := pg_catalog.format(
@@ -402,9 +516,9 @@ create function %s_subjects(a1 %s)
     set search_path = ''
     language sql
 as $body$
-    select case when a1 is null then '[]'::pg_catalog.jsonb
+    select case when a1 is null or %L then '[]'::pg_catalog.jsonb
                 else pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(%L, (a1::%s)::pg_catalog.text)) end
-$body$$f$, v_fn, v_type, p.subject_type, v_key_type);
+$body$$f$, v_fn, v_type, v_reference, p.subject_type, case when v_reference then 'text' else v_key_type end);
     shape := ddl;
     return next;
 
@@ -415,7 +529,7 @@ $body$$f$, v_fn, v_type, p.subject_type, v_key_type);
     -- for a writer that read the mark before it (and then marks the new row). (Advisory
     -- locks, which order them on one machine, are local to each node.) The root table's own
     -- rows read subject_marks: a placement needs the root row to exist already.
-    if v_rel is distinct from privacy.root_of(v_subject) then
+    if v_rel is distinct from privacy.root_of(v_subject) and not v_reference then
         v_insert_lookup := pg_catalog.format(
             'select c.privacy_mark into v_mark from %s c where c.%I operator(pg_catalog.=) new.%s for share of c;',
             privacy.root_of(v_subject), (privacy.column_names(v_subject.relid, array[v_subject.key_attnum]))[1], v_col);

@@ -116,7 +116,7 @@ as $$
         ('privacy.citus_table(oid)', 'owner'), ('privacy.citus_session()', 'owner'), ('privacy.citus_setup()', 'owner'),
         ('privacy.citus_path(regclass,text,text,name[],regclass,name[])', 'owner'),
         ('privacy.citus_refuse(text,text,smallint,text,boolean,text)', 'owner'), ('privacy.citus_guard_truncate()', 'owner'),
-        ('privacy.citus_remark_table(integer,boolean)', 'owner'), ('privacy.citus_enforcement_plan(integer)', 'owner')
+        ('privacy.citus_remark_table(integer,boolean)', 'owner'), ('privacy.citus_mark_referenced(integer,text[])', 'owner'), ('privacy.citus_enforcement_plan(integer)', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

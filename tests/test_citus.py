@@ -62,6 +62,7 @@ select create_distributed_table('ruled', 'customer_id', colocate_with => 'custom
 alter table customers add foreign key (country) references countries (code);
 alter table customers add foreign key (address_id) references addresses (id);
 alter table orders add foreign key (customer_id) references customers (id) on delete cascade;
+alter table orders add column ship_to integer references addresses (id);
 alter table order_items add foreign key (order_id, customer_id) references orders (id, customer_id) on delete cascade;
 alter table ruled enable row level security;
 create policy own_rule on ruled using (id > 0);
@@ -201,8 +202,8 @@ def test_install_subject_add_and_protect_with_the_cli(citus: CitusCluster) -> No
      "public.notes is distributed by id, not by its path column customer_id"),
     (["protect", "public.tickets", "--column", "customer_id"],
      "public.tickets is not co-located with public.customers"),
-    (["protect", "public.addresses", "--referenced-by", "public.customers.address_id"],
-     "public.addresses is a Citus reference table"),
+    (["protect", "public.addresses", "--referenced-by", "public.orders.ship_to"],
+     "on Citus --referenced-by is supported from the root table of the subject type (public.customers)"),
     (["protect", "public.countries", "--column", "code", "--subject", "customer"],
      "public.countries is a Citus reference table"),
     (["protect", "public.ruled", "--column", "customer_id"],
@@ -215,7 +216,7 @@ def test_protect_refuses_what_citus_cannot_enforce(cdb: CitusDb, args: list[str]
     assert says in result.stderr
     # ... and says what to change
     assert any(w in result.stderr for w in ("alter_distributed_table", "update_distributed_table_colocation",
-                                            "protect it with --column", "Drop them")), result.stderr
+                                            "protect it with --column", "Drop them", "Point at it from")), result.stderr
     assert rows(cdb.su, "select count(*), (select count(*) from privacy.ledger) from privacy.protected_tables") == before
     table = args[1].split(".")[1]
     assert cdb.scalar("select count(*) from pg_attribute where attrelid = %s::regclass and attname = 'privacy_mark'",
@@ -231,6 +232,65 @@ def test_reference_tables_for_lookup_data_work_beside_protected_tables(cdb: Citu
     refused(cdb.app, "update customers set country = 'FR' where id = 2")
     assert cdb.scalar("select country from customers where id = 2") == "DE"
     assert cdb.scalar("select count(*) from privacy.processing_restrictions where id = %s", (h,)) == 1
+
+
+def test_a_reference_table_pointed_at_by_the_root_table_is_protected(cdb: CitusDb, tmp_path: Path) -> None:
+    """--referenced-by from the root table onto a reference table (each customer's address):
+    placement marks the addresses its subjects' rows point at, on every node; a held
+    address is not changed or deleted, a restricted one is invisible, through the
+    coordinator and on a worker; release lifts it; the hold's proof and export include it."""
+    result = cli(cdb, "protect", "public.addresses", "--referenced-by", "public.customers.address_id")
+    assert result.exit_code == 0, result.output
+    h = hold(cdb, 2)
+    r = restrict(cdb, 3)
+
+    def mark_on_every_node(address: int) -> set[int]:
+        found = {int(cdb.scalar("select privacy_mark from addresses where id = %s", (address,)))}
+        for w in cdb.workers:
+            found.add(int(w.scalar("select privacy_mark from addresses where id = %s", (address,))))
+        return found
+
+    assert mark_on_every_node(2) == {1} and mark_on_every_node(3) == {2} and mark_on_every_node(4) == {0}
+    before = rows(cdb.su, "select * from addresses order by id")
+    for conn in (cdb.app, cdb.steward, cdb.owner):
+        err = refused(conn, "update addresses set street = 'elsewhere' where id = 2")
+        assert "UPDATE on public.addresses refused" in str(err) and "legal hold" in str(err)
+        refused(conn, "delete from addresses where id = 2")
+    refused(cdb.app, "update addresses set privacy_mark = 0 where id = 2")  # unmarking by hand
+    refused(cdb.owner, "truncate addresses cascade")
+    assert rows(cdb.app, "select * from addresses where id = 3") == []
+    assert cdb.app.execute("update addresses set street = 'x' where id = 3").rowcount == 0
+    assert len(rows(cdb.steward, "select * from addresses where id = 3")) == 1
+    # Other rows as before: written, added (unmarked, whatever the writer says), pointed at
+    assert cdb.app.execute("update addresses set street = 'moved' where id = 4").rowcount == 1
+    cdb.app.execute("insert into addresses (id, street, privacy_mark) values (10, 'new', 1)")
+    assert mark_on_every_node(10) == {0}
+    cdb.app.execute("update customers set address_id = 2 where id = 5")  # now shared with the held subject
+    assert mark_on_every_node(2) == {1}
+    # On a worker, the reference table's own placement there
+    shard = cdb.scalar("select shard_name from citus_shards where table_name = 'addresses'::regclass limit 1")
+    for w in cdb.workers:
+        app = w.connect("app")
+        assert rows(app, "select * from addresses where id = 3") == []
+        app.execute("set citus.enable_manual_changes_to_shards = on")
+        assert rows(app, f"select * from {shard} where id = 3") == []
+        refused(app, f"update {shard} set street = 'x' where id = 2")
+        refused(app, f"update {shard} set privacy_mark = 0 where id = 2")
+    assert rows(cdb.su, "select * from addresses where id in (2, 3) order by id") == [x for x in before if x[0] in (2, 3)]
+    # The proof and the export of the hold include the address
+    result = cli(cdb, "hold", "verify", "--all", user="steward_user")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "export"
+    result = cli(cdb, "export", "2", "--out", str(out), "--format", "json", user="steward_user")
+    assert result.exit_code == 0, result.output
+    counts = {f["table"]: f["rows"] for f in json.loads((out / "manifest.json").read_text())["files"]}
+    assert counts["public.addresses"] == 1
+    # Release: the address takes what every customer pointing at it says (now nobody held)
+    cdb.steward.execute("select privacy.release_hold(%s, 'case settled', 'order 1')", (h,))
+    cdb.steward.execute("select privacy.release_restriction(%s, 'resolved', true)", (r,))
+    assert mark_on_every_node(2) == {0} and mark_on_every_node(3) == {0}
+    assert cdb.app.execute("update addresses set street = 'free' where id in (2, 3)").rowcount == 2
+    assert cdb.scalar("select count(*) from privacy.referenced_marks") == 0
 
 
 # -- 2. enforcement through the coordinator ---------------------------------------------
