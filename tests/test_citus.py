@@ -291,6 +291,11 @@ def test_a_reference_table_pointed_at_by_the_root_table_is_protected(cdb: CitusD
     assert mark_on_every_node(2) == {0} and mark_on_every_node(3) == {0}
     assert cdb.app.execute("update addresses set street = 'free' where id in (2, 3)").rowcount == 2
     assert cdb.scalar("select count(*) from privacy.referenced_marks") == 0
+    # Erasure takes the subject's own address, and keeps one another customer still points at
+    for key in ("4", "2"):
+        result = cli(cdb, "erase", key, "--reason", "retention ended")
+        assert result.exit_code == 0, result.output
+    assert rows(cdb.su, "select id from addresses where id in (2, 4)") == [(2,)]
 
 
 # -- 2. enforcement through the coordinator ---------------------------------------------
