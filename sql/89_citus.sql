@@ -170,6 +170,15 @@ begin
         if pg_catalog.cardinality(p_columns) <> 1 then
             perform privacy.fail(pg_catalog.format('%s: on Citus --referenced-by needs a foreign key of one column', p_rel));
         end if;
+        -- The marks are kept by the key's text: only types whose equal values have one text.
+        if (select a.atttypid from pg_catalog.pg_attribute a where a.attrelid = p_rel and a.attname = p_columns[1])
+           not in ('pg_catalog.int2'::regtype, 'pg_catalog.int4'::regtype, 'pg_catalog.int8'::regtype,
+                   'pg_catalog.text'::regtype, 'pg_catalog.varchar'::regtype, 'pg_catalog.uuid'::regtype) then
+            perform privacy.fail(pg_catalog.format(
+                '%s: on Citus --referenced-by needs a key of type smallint, integer, bigint, text, varchar or uuid, not %s '
+                '(its rows'' marks are kept by the key''s text, and equal values of that type can be written differently)',
+                p_rel, privacy.column_type(p_rel, p_columns[1])));
+        end if;
         return;
     end if;
     if exists (select 1 from pg_catalog.pg_class c where c.oid = p_rel and c.relkind = 'p') then
@@ -368,14 +377,14 @@ begin
     if p_keys is null then
         execute pg_catalog.format(
             'select pg_catalog.array_agg(distinct k) from ('
-            'select (r.%1$I)::pg_catalog.text as k from %2$s r where r.privacy_mark <> 0 and r.%1$I is not null '
+            'select ((r.%1$I)::%6$s)::pg_catalog.text as k from %2$s r where r.privacy_mark <> 0 and r.%1$I is not null '
             'union all select (t.%3$I)::pg_catalog.text from %4$s t where t.privacy_mark <> 0 '
             'union all select m.row_key from privacy.referenced_marks m where m.table_id = %5$s) x',
-            v_fk, v_parent_rel, v_own, v_rel, p.id) into v_rows;
+            v_fk, v_parent_rel, v_own, v_rel, p.id, v_own_type) into v_rows;
     else
         execute pg_catalog.format(
-            'select pg_catalog.array_agg(distinct (r.%1$I)::pg_catalog.text) from %2$s r where r.%3$I = any ($1::pg_catalog.text[]::%4$s[]) and r.%1$I is not null',
-            v_fk, v_parent_rel, v_path, privacy.column_type(v_parent_rel, v_path)) into v_rows using p_keys;
+            'select pg_catalog.array_agg(distinct ((r.%1$I)::%5$s)::pg_catalog.text) from %2$s r where r.%3$I = any ($1::pg_catalog.text[]::%4$s[]) and r.%1$I is not null',
+            v_fk, v_parent_rel, v_path, privacy.column_type(v_parent_rel, v_path), v_own_type) into v_rows using p_keys;
     end if;
     if v_rows is null then
         return 0;
@@ -383,7 +392,7 @@ begin
     -- Each row's mark, from every root row pointing at it.
     execute pg_catalog.format(
         'select pg_catalog.array_agg(k), pg_catalog.array_agg(m) from ('
-        'select (r.%1$I)::pg_catalog.text as k, pg_catalog.bit_or(r.privacy_mark)::smallint as m from %2$s r '
+        'select ((r.%1$I)::%3$s)::pg_catalog.text as k, pg_catalog.bit_or(r.privacy_mark)::smallint as m from %2$s r '
         'where r.%1$I = any ($1::pg_catalog.text[]::%3$s[]) and r.privacy_mark <> 0 group by 1) x',
         v_fk, v_parent_rel, v_own_type) into v_keys, v_marks using v_rows;
     delete from privacy.referenced_marks m
@@ -435,6 +444,8 @@ declare
     v_purpose_sees text;
     v_purpose_hides text;
     v_reference boolean;
+    v_pointing text;
+    v_pointed_at text;
 begin
     select * into p from privacy.protected_tables x where x.id = p_id;
     v_rel := privacy.relation_of(p);
@@ -489,6 +500,17 @@ begin
     v_purpose_sees := case when v_purpose_sees is not null
                            then pg_catalog.format(' or (((privacy_mark & 2::smallint) = 0%s)%s)', v_purpose_sees, v_purpose_hides) else '' end;
 
+    -- A root table that reference tables are protected --referenced-by (citus_mark_referenced
+    -- marks them at placement only): a marked row may not point elsewhere, nor go, while it
+    -- is marked; else its mark could not follow (a restriction scoped to a purpose leaves
+    -- other roles free to change the row). Its columns that point, and the tables.
+    select pg_catalog.string_agg(pg_catalog.format('new.%1$I is distinct from old.%1$I', n.attname), ' or '),
+           pg_catalog.string_agg(distinct privacy.relation_of(dep)::text, ', ')
+      into v_pointing, v_pointed_at
+      from privacy.protected_tables dep
+      cross join lateral pg_catalog.unnest(privacy.column_names(v_rel, dep.parent_attnums)) n(attname)
+     where dep.parent_id = p.id and dep.path_kind = 'referenced_by';
+
     -- The mark of a subject key (placement and status call it on the coordinator).
     step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_mark(%s)', p.id, v_type);
     ddl := pg_catalog.format($f$
@@ -529,7 +551,12 @@ $body$$f$, v_fn, v_type, v_reference, p.subject_type, case when v_reference then
     -- for a writer that read the mark before it (and then marks the new row). (Advisory
     -- locks, which order them on one machine, are local to each node.) The root table's own
     -- rows read subject_marks: a placement needs the root row to exist already.
-    if v_rel is distinct from privacy.root_of(v_subject) and not v_reference then
+    if v_reference then
+        -- A new row of a reference table: no root row points at it yet (a row of that key
+        -- does not exist), so it is unmarked. (Not looked up: a refusal here would tell an
+        -- application which hidden rows are restricted, where the key is taken anyway.)
+        v_insert_lookup := '';
+    elsif v_rel is distinct from privacy.root_of(v_subject) then
         v_insert_lookup := pg_catalog.format(
             'select c.privacy_mark into v_mark from %s c where c.%I operator(pg_catalog.=) new.%s for share of c;',
             privacy.root_of(v_subject), (privacy.column_names(v_subject.relid, array[v_subject.key_attnum]))[1], v_col);
@@ -564,7 +591,13 @@ $body$$f$, v_fn, v_insert_lookup, v_privileged, v_table,
     shape := ddl;
     return next;
 
-    -- UPDATE and DELETE of marked rows, and marking statements (every shard).
+    -- UPDATE and DELETE of marked rows, and marking statements (every shard). Judged AFTER
+    -- the change, as on one machine (sql/20_enforce.sql: a BEFORE UPDATE or DELETE row
+    -- trigger makes PostgreSQL lock every row first); an error here undoes the statement
+    -- all the same. A row's path is its distribution column, which Citus does not let an
+    -- UPDATE change (or, in a reference table, its referenced key, which no other row can
+    -- have), so the only mark that can differ from what its path gives is one written by
+    -- hand: refused (on one machine a written 1 is put back).
     step := v_step + 1; v_step := step; kind := 'function'; relid := v_rel; name := pg_catalog.format('pt_%s_row()', p.id);
     ddl := pg_catalog.format($f$
 create function %1$s_row()
@@ -587,37 +620,45 @@ begin
             -- (A restriction scoped to purposes the role does not serve leaves it alone.)
             perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
         end if;
-        return old;
-    end if;
-    if new.privacy_mark is distinct from old.privacy_mark then
-        -- A marking statement (placement, release): it changes nothing but the mark, and
-        -- only to what subject_marks (written by this same transaction) gives.
-        %5$s
-        v_mark := coalesce(v_mark, 0);
-        if v_mark = old.privacy_mark and old.privacy_mark & 1 <> 0 then
-            perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
+        if old.privacy_mark <> 0 and %11$s then
+            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, %12$L);
         end if;
-        new := old;
-        new.privacy_mark := v_mark;
-        return new;
+        return null;
+    end if;
+    -- The mark the row must have: its subject's state (subject_marks, written by this same
+    -- transaction in a placement).
+    %7$s
+    v_mark := coalesce(v_mark, 0);
+    if new.privacy_mark is distinct from old.privacy_mark and new.privacy_mark = v_mark
+       and (pg_catalog.to_jsonb(new) operator(pg_catalog.-) 'privacy_mark'::text)
+           operator(pg_catalog.=) (pg_catalog.to_jsonb(old) operator(pg_catalog.-) 'privacy_mark'::text) then
+        return null;  -- a marking statement (placement, release): the mark alone, to what the state gives
     end if;
     if old.privacy_mark & 1 <> 0 then
         perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
     elsif old.privacy_mark >= 2 and (v_privileged or %9$s) then
         perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
     end if;
-    %7$s
-    v_mark := coalesce(v_mark, 0);
     if v_mark >= 2 and %10$s and not v_privileged then
         perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %8$s, false, null);
     end if;
-    new.privacy_mark := v_mark;
-    return new;
+    if old.privacy_mark <> 0 and (%13$s) then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, %12$L);
+    end if;
+    if new.privacy_mark is distinct from v_mark then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %8$s, v_privileged,
+            'privacy_mark is set by the toolkit from the subject''s holds and restrictions, not written by hand');
+    end if;
+    return null;
 end;
 $body$$f$, v_fn, v_privileged, v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col),
-           pg_catalog.replace(v_lookup, '{k}', 'old.' || v_col), v_correction,
+           null /* %5$s: unused */, v_correction,
            pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col), pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col),
-           pg_catalog.replace(v_purpose_binds, '{m}', 'old.privacy_mark'), pg_catalog.replace(v_purpose_binds, '{m}', 'v_mark'));
+           pg_catalog.replace(v_purpose_binds, '{m}', 'old.privacy_mark'), pg_catalog.replace(v_purpose_binds, '{m}', 'v_mark'),
+           case when v_pointing is not null then 'true' else 'false' end,
+           pg_catalog.format('on Citus a row of a subject under a hold or restriction may not point at another row of %s, nor be deleted, '
+                             'while it is: the mark of the row it points at is kept by placement', v_pointed_at),
+           coalesce(v_pointing, 'false'));
     shape := ddl;
     return next;
 
@@ -642,18 +683,18 @@ $body$$f$, v_fn, v_privileged, v_table, pg_catalog.replace(v_subject_of, '{k}', 
         select 'trigger', 'zz_privacy_before_insert',
                'create trigger zz_privacy_before_insert before insert on {target} for each row execute function ' || v_fn || '_insert()'
         union all
-        select 'trigger', 'zz_privacy_before_update',
-               'create trigger zz_privacy_before_update before update on {target} for each row when (old.privacy_mark <> 0) '
+        select 'trigger', 'Privacy_check_update',
+               'create trigger "Privacy_check_update" after update on {target} for each row when (old.privacy_mark <> 0) '
                'execute function ' || v_fn || '_row()'
         union all
-        select 'trigger', 'zz_privacy_before_update_path',
-               'create trigger zz_privacy_before_update_path before update of privacy_mark, ' || privacy.ph_col(v_rel, p.attnums[1])
+        select 'trigger', 'Privacy_check_update_path',
+               'create trigger "Privacy_check_update_path" after update of privacy_mark, ' || privacy.ph_col(v_rel, p.attnums[1])
                || ' on {target} for each row when (old.privacy_mark = 0 and (new.privacy_mark <> 0 or new.'
                || privacy.ph_col(v_rel, p.attnums[1]) || ' is distinct from old.' || privacy.ph_col(v_rel, p.attnums[1])
                || ')) execute function ' || v_fn || '_row()'
         union all
-        select 'trigger', 'zz_privacy_before_delete',
-               'create trigger zz_privacy_before_delete before delete on {target} for each row when (old.privacy_mark <> 0) '
+        select 'trigger', 'Privacy_check_delete',
+               'create trigger "Privacy_check_delete" after delete on {target} for each row when (old.privacy_mark <> 0) '
                'execute function ' || v_fn || '_row()'
         union all
         select 'trigger', 'privacy_before_truncate',

@@ -187,7 +187,8 @@ def test_install_subject_add_and_protect_with_the_cli(citus: CitusCluster) -> No
         # The shards on the workers carry the triggers and the (permissive) policy.
         for worker in db.workers:
             worker.su.execute("set citus.override_table_visibility = off")
-            found = rows(worker.su, "select c.relname, count(*) filter (where t.tgname ~ '^zz_privacy_before_(insert|update|delete)'), "
+            found = rows(worker.su, "select c.relname, count(*) filter (where t.tgname ~ '^(zz_privacy_before_insert|Privacy_check_update"
+                                    "|Privacy_check_update_path|Privacy_check_delete)_[0-9]+$'), "
                                     "bool_and(c.relrowsecurity), (select count(*) from pg_policy p where p.polrelid = c.oid and p.polpermissive) "
                                     "from pg_class c join pg_trigger t on t.tgrelid = c.oid "
                                     "where c.relname ~ '^orders_[0-9]+$' group by c.oid, c.relname")
@@ -298,6 +299,40 @@ def test_a_reference_table_pointed_at_by_the_root_table_is_protected(cdb: CitusD
     assert rows(cdb.su, "select id from addresses where id in (2, 4)") == [(2,)]
 
 
+def test_a_marked_subject_keeps_pointing_at_its_marked_reference_row(cdb: CitusDb) -> None:
+    """Found by an outside attack. A restriction scoped to a purpose leaves general roles free
+    to change the subject's root row, and the reference table's marks are kept by
+    placement only: a marked root row may not point elsewhere nor go (else the mark stays
+    behind and the new row is unmarked). An INSERT of a taken key says 23505 whether the
+    row is restricted or not. A key type whose equal values have several texts is refused."""
+    assert cli(cdb, "protect", "public.addresses", "--referenced-by", "public.customers.address_id").exit_code == 0
+    cdb.owner.execute("select privacy.add_purpose('marketing', 'newsletters')")
+    cdb.steward.execute("select privacy.place_restriction('customer', '6', 'objection', 'no newsletters', "
+                        "array['marketing']::text[], null::text[])")
+    restrict(cdb, 3)
+    before = rows(cdb.su, "select * from customers order by id")
+    err = refused(cdb.app, "update customers set address_id = 7 where id = 6")
+    assert "may not point at another row of public.addresses" in str(err)
+    cdb.app.execute("delete from order_items where customer_id = 6")
+    cdb.app.execute("delete from orders where customer_id = 6")
+    cdb.app.execute("delete from activity where customer_id = 6")
+    refused(cdb.app, "delete from customers where id = 6")
+    assert rows(cdb.su, "select * from customers order by id") == before
+    assert cdb.app.execute("update customers set name = 'renamed' where id = 6").rowcount == 1  # the rest is the app's
+    assert int(cdb.scalar("select privacy_mark from addresses where id = 6")) == 4
+    # An unmarked customer moves freely
+    assert cdb.app.execute("update customers set address_id = 8 where id = 7").rowcount == 1
+    # No oracle: a taken key is a unique violation, restricted row or not
+    for key in (3, 4):
+        refused(cdb.app, "insert into addresses values (%s, 'probe')", (key,), sqlstate="23505")
+    # Keys kept by their text: numeric (2 = 2.00) refused
+    cdb.owner.execute("create table addr_n (id numeric primary key, street text)")
+    cdb.owner.execute("select create_reference_table('addr_n')")
+    cdb.owner.execute("alter table customers add column addr_n numeric references addr_n (id)")
+    result = cli(cdb, "protect", "public.addr_n", "--referenced-by", "public.customers.addr_n")
+    assert result.exit_code == 1 and "needs a key of type smallint, integer, bigint, text, varchar or uuid, not numeric" in result.stderr
+
+
 # -- 2. enforcement through the coordinator ---------------------------------------------
 
 def test_restricted_rows_invisible_to_the_app_in_every_query_shape(cdb: CitusDb) -> None:
@@ -334,6 +369,8 @@ def test_held_rows_refuse_update_and_delete_and_stay(cdb: CitusDb) -> None:
         refused(conn, "delete from order_items where customer_id = 2")
         refused(conn, "delete from customers where id = 2")  # and the cascade
         refused(conn, "update orders set privacy_mark = 0 where customer_id = 2")  # unmarking by hand
+        err = refused(conn, "update orders set privacy_mark = 1 where customer_id = 1")  # marking by hand (put back on one machine)
+        assert "privacy_mark is set by the toolkit" in str(err) and marks(cdb, "orders", 1) == [0, 0]
         refused(conn, "delete from activity")
     # break-glass opens nothing on a shard (it could not be journaled there)
     glass = cdb.connect("steward_user", autocommit=False)
