@@ -140,6 +140,7 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.citus_refuse(text,text,smallint,text,boolean,text)": (OWNER, False),
     "privacy.citus_guard_truncate()": (OWNER, True),
     "privacy.citus_remark_table(integer,boolean)": (OWNER, False),
+    "privacy.citus_mark_referenced(integer,text[])": (OWNER, False),
     "privacy.citus_enforcement_plan(integer)": (OWNER, False),
     "privacy.refresh_enforcement()": (OWNER, False),
     "privacy.canonical_key(text,text)": (OWNER, False),
