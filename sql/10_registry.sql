@@ -259,6 +259,36 @@ as $$
     limit 1
 $$;
 
+-- Why column P_COLUMN of P_REL cannot hold subject keys, or null. The toolkit keeps a
+-- subject's marks by the text of its key (privacy.subject_marks) and the triggers look a
+-- new row's key up by its text: only types whose equal values have one text, whatever the
+-- session's settings, qualify (numeric only with a fixed scale: numeric(10,0), not numeric,
+-- where 2 = 2.00; no float, date or time types, whose text follows the session's settings;
+-- no citext). Domains are judged by their base type.
+create or replace function privacy.key_type_problem(p_rel regclass, p_column name)
+    returns text
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select case when b.oid in ('pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype,
+                               'pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype,
+                               'pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.bpchar'::pg_catalog.regtype,
+                               'pg_catalog.uuid'::pg_catalog.regtype)
+                     or (b.oid = 'pg_catalog.numeric'::pg_catalog.regtype and x.typmod >= 0)
+                then null
+                else pg_catalog.format('%s.%s is of type %s: subject keys are kept by their text, so a key must be of a type whose '
+                                       'equal values are written one way: smallint, integer, bigint, numeric with a scale (numeric(12,0)), '
+                                       'text, varchar, char or uuid', p_rel, pg_catalog.quote_ident(p_column),
+                                       pg_catalog.format_type(a.atttypid, a.atttypmod)) end
+      from pg_catalog.pg_attribute a
+      cross join lateral (select case when t.typtype = 'd' then t.typbasetype else t.oid end as base,
+                                 case when t.typtype = 'd' and a.atttypmod < 0 then t.typtypmod else a.atttypmod end as typmod
+                            from pg_catalog.pg_type t where t.oid = a.atttypid) x
+      join pg_catalog.pg_type b on b.oid = x.base
+     where a.attrelid = p_rel and a.attname = p_column and not a.attisdropped
+$$;
+
 -- Registers a subject type (e.g. customer -> public.customers.id) and protects its root table.
 create or replace function privacy.add_subject_type(p_subject_type text, p_table regclass, p_key_column name)
     returns void
@@ -277,6 +307,9 @@ begin
         perform privacy.fail(pg_catalog.format('subject type %L must be lowercase letters, digits and _ (e.g. customer)', p_subject_type));
     end if;
     v_type := privacy.column_type(v_rel, p_key_column);
+    if privacy.key_type_problem(v_rel, p_key_column) is not null then
+        perform privacy.fail(privacy.key_type_problem(v_rel, p_key_column));
+    end if;
     if not exists (
         select 1 from pg_catalog.pg_index i
          where i.indrelid = v_rel and i.indisunique and i.indnkeyatts = 1 and i.indpred is null

@@ -79,6 +79,18 @@ as $$
      where t.oid = p_type::pg_catalog.regtype
 $$;
 
+-- The type a subject key is cast to before its text is taken: the key column's type,
+-- qualified, with a numeric's scale (numeric(12,0): 2.0 and 2 are both '2'; see
+-- privacy.key_type_problem).
+create or replace function privacy.key_cast_type(p_type text)
+    returns text
+    stable
+    set search_path = ''
+    language sql
+as $$
+    select privacy.qualified_type(p_type) || coalesce(pg_catalog.substring(p_type, '^numeric(\([0-9]+,[0-9]+\))$'), '')
+$$;
+
 -- Whether the relation has a BEFORE UPDATE row trigger of its own (not the
 -- toolkit's): it could change a row's path without the UPDATE naming the column.
 create or replace function privacy.has_own_before_update_trigger(p_relid oid)
@@ -317,7 +329,7 @@ begin
                               else privacy.lock_subject_guard(%2$L, ({k}::%3$s)::pg_catalog.text) end) is null then 0 else 0 end;
     select s.mark into v_mark from privacy.subject_marks s
      where s.subject_type operator(pg_catalog.=) %2$L and s.subject_key operator(pg_catalog.=) ({k}::%3$s)::pg_catalog.text;$f$,
-            privacy.subject_lock_class(), p.subject_type, privacy.qualified_type(v_subject.key_type));
+            privacy.subject_lock_class(), p.subject_type, privacy.key_cast_type(v_subject.key_type));
     elsif p.path_kind = 'via' then
         v_lookup := pg_catalog.format($f$
     select p.privacy_mark into v_mark from privacy.%I p where %s for share of p;$f$,
@@ -358,7 +370,7 @@ $body$$f$, v_fn, v_params, v_body);
         v_body := pg_catalog.format($f$
     select case when a1 is null then '[]'::pg_catalog.jsonb
                 else pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(%L, (a1::%s)::pg_catalog.text)) end$f$,
-            p.subject_type, privacy.qualified_type(v_subject.key_type));
+            p.subject_type, privacy.key_cast_type(v_subject.key_type));
     else
         v_body := pg_catalog.format($f$
     select coalesce(pg_catalog.jsonb_agg(e), '[]'::pg_catalog.jsonb)

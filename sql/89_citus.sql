@@ -170,14 +170,10 @@ begin
         if pg_catalog.cardinality(p_columns) <> 1 then
             perform privacy.fail(pg_catalog.format('%s: on Citus --referenced-by needs a foreign key of one column', p_rel));
         end if;
-        -- The marks are kept by the key's text: only types whose equal values have one text.
-        if (select a.atttypid from pg_catalog.pg_attribute a where a.attrelid = p_rel and a.attname = p_columns[1])
-           not in ('pg_catalog.int2'::regtype, 'pg_catalog.int4'::regtype, 'pg_catalog.int8'::regtype,
-                   'pg_catalog.text'::regtype, 'pg_catalog.varchar'::regtype, 'pg_catalog.uuid'::regtype) then
-            perform privacy.fail(pg_catalog.format(
-                '%s: on Citus --referenced-by needs a key of type smallint, integer, bigint, text, varchar or uuid, not %s '
-                '(its rows'' marks are kept by the key''s text, and equal values of that type can be written differently)',
-                p_rel, privacy.column_type(p_rel, p_columns[1])));
+        -- The marks are kept by the key's text, as subject keys are (privacy.key_type_problem).
+        if privacy.key_type_problem(p_rel, p_columns[1]) is not null then
+            perform privacy.fail(pg_catalog.format('%s: on Citus --referenced-by needs a key as a subject''s: %s',
+                                                   p_rel, privacy.key_type_problem(p_rel, p_columns[1])));
         end if;
         return;
     end if;
@@ -462,7 +458,7 @@ begin
     v_col := pg_catalog.quote_ident((privacy.column_names(v_rel, p.attnums))[1]);
     v_type := (select privacy.qualified_type(pg_catalog.format_type(a.atttypid, a.atttypmod))
                  from pg_catalog.pg_attribute a where a.attrelid = v_rel and a.attnum = p.attnums[1]);
-    v_key_type := privacy.qualified_type(v_subject.key_type);
+    v_key_type := privacy.key_cast_type(v_subject.key_type);
     v_owner := (select pg_catalog.pg_get_userbyid(c.relowner) from pg_catalog.pg_class c where c.oid = v_rel);
     v_table := pg_catalog.quote_literal(v_rel::text);
     v_lookup := pg_catalog.format(

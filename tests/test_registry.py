@@ -76,3 +76,42 @@ def test_a_table_forced_under_row_level_security_does_not_fail_open(db: Db) -> N
     restrict(db, 2)
     refused(db.app, "insert into order_items values (902, 20, '2026-02-20', 1, 1)")
     assert db.scalar("select count(*) from order_items where id = 902") == 0
+
+
+def test_a_subject_key_must_be_of_a_type_written_one_way(db: Db) -> None:
+    """Subject keys are kept, and new rows looked up, by their text: with an unconstrained
+    numeric key a held subject's new row written 2.0 (its key stored 2) escaped the hold
+    (mark 0, deletable). Such key types are refused, with a clear error and nothing
+    registered; a numeric with a scale, or a domain over integer, is one text per value."""
+    db.owner.execute("""
+        create domain money_id as numeric;
+        create domain int_id as integer;
+        create table k_numeric (id numeric primary key);
+        create table k_money (id money_id primary key);
+        create table k_time (id timestamptz primary key);
+        create table k_float (id double precision primary key);
+        create table k_scaled (id numeric(12,0) primary key);
+        create table k_scaled_item (id serial primary key, k_id numeric not null references k_scaled (id));
+        create table k_domain (id int_id primary key);
+        insert into k_scaled values (2);
+        grant select, insert, update, delete on k_scaled, k_scaled_item to app;
+        grant usage on sequence k_scaled_item_id_seq to app;
+    """)
+    before = db.su.execute("select (select count(*) from privacy.subject_types), (select count(*) from privacy.ledger)").fetchone()
+    for table, shown in (("k_numeric", "numeric"), ("k_money", "public.money_id"), ("k_time", "timestamp with time zone"),
+                         ("k_float", "double precision")):
+        with pytest.raises(psycopg.Error) as info:
+            db.owner.execute("select privacy.add_subject_type('thing', %s::regclass, 'id')", (f"public.{table}",))
+        assert info.value.sqlstate == "PV002"
+        assert f"public.{table}.id is of type {shown}: subject keys are kept by their text" in str(info.value)
+    assert db.su.execute("select (select count(*) from privacy.subject_types), (select count(*) from privacy.ledger)").fetchone() == before
+    db.owner.execute("select privacy.add_subject_type('domained', 'public.k_domain', 'id')")
+    db.owner.execute("select privacy.add_subject_type('scaled', 'public.k_scaled', 'id')")
+    db.owner.execute("select privacy.protect('public.k_scaled_item', 'scaled', 'k_id')")  # looked up by text
+    db.steward.execute("select privacy.place_hold('scaled', '2.00', 'C-1', 'preserve')")
+    db.app.execute("insert into k_scaled_item (k_id) values (2.0)")
+    assert db.su.execute("select privacy_mark from k_scaled_item").fetchall() == [(1,)]
+    with pytest.raises(psycopg.Error) as info:
+        db.app.execute("delete from k_scaled_item")
+    assert info.value.sqlstate == "PV001"
+    assert db.su.execute("select count(*) from k_scaled_item").fetchone() == (1,)

@@ -141,6 +141,8 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.citus_guard_truncate()": (OWNER, True),
     "privacy.citus_remark_table(integer,boolean)": (OWNER, False),
     "privacy.citus_mark_referenced(integer,text[])": (OWNER, False),
+    "privacy.key_type_problem(regclass,name)": (OWNER, False),
+    "privacy.key_cast_type(text)": (OWNER, False),
     "privacy.citus_enforcement_plan(integer)": (OWNER, False),
     "privacy.refresh_enforcement()": (OWNER, False),
     "privacy.canonical_key(text,text)": (OWNER, False),
