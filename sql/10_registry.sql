@@ -264,7 +264,7 @@ $$;
 -- new row's key up by its text: only types whose equal values have one text, whatever the
 -- session's settings, qualify (numeric only with a fixed scale: numeric(10,0), not numeric,
 -- where 2 = 2.00; no float, date or time types, whose text follows the session's settings;
--- no citext). Domains are judged by their base type.
+-- no citext, no nondeterministic collation). Domains are judged by their base type.
 create or replace function privacy.key_type_problem(p_rel regclass, p_column name)
     returns text
     stable
@@ -276,7 +276,11 @@ as $$
                                'pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.bpchar'::pg_catalog.regtype,
                                'pg_catalog.uuid'::pg_catalog.regtype)
                      or (b.oid = 'pg_catalog.numeric'::pg_catalog.regtype and x.typmod >= 0)
-                then null
+                then case when exists (select 1 from pg_catalog.pg_collation c where c.oid = a.attcollation and not c.collisdeterministic)
+                          then pg_catalog.format('%s.%s has the nondeterministic collation %s: equal keys (''ABC'', ''abc'') would be '
+                                                 'kept as two subjects, and a hold on one could not be released; give the key a '
+                                                 'deterministic collation', p_rel, pg_catalog.quote_ident(p_column),
+                                                 (select c.collname from pg_catalog.pg_collation c where c.oid = a.attcollation)) end
                 else pg_catalog.format('%s.%s is of type %s: subject keys are kept by their text, so a key must be of a type whose '
                                        'equal values are written one way: smallint, integer, bigint, numeric with a scale (numeric(12,0)), '
                                        'text, varchar, char or uuid', p_rel, pg_catalog.quote_ident(p_column),

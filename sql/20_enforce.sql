@@ -88,7 +88,7 @@ create or replace function privacy.key_cast_type(p_type text)
     set search_path = ''
     language sql
 as $$
-    select privacy.qualified_type(p_type) || coalesce(pg_catalog.substring(p_type, '^numeric(\([0-9]+,[0-9]+\))$'), '')
+    select privacy.qualified_type(p_type) || coalesce(pg_catalog.substring(p_type, '^numeric(\([0-9]+,-?[0-9]+\))$'), '')
 $$;
 
 -- Whether the relation has a BEFORE UPDATE row trigger of its own (not the

@@ -553,9 +553,13 @@ $body$$f$, v_fn, v_type, v_reference, p.subject_type, case when v_reference then
         -- application which hidden rows are restricted, where the key is taken anyway.)
         v_insert_lookup := '';
     elsif v_rel is distinct from privacy.root_of(v_subject) then
+        -- Without its root row (a role a purpose-scoped restriction does not bind may delete
+        -- it; a placement needs it, so none is running), the subject's mark as is.
         v_insert_lookup := pg_catalog.format(
-            'select c.privacy_mark into v_mark from %s c where c.%I operator(pg_catalog.=) new.%s for share of c;',
-            privacy.root_of(v_subject), (privacy.column_names(v_subject.relid, array[v_subject.key_attnum]))[1], v_col);
+            'select c.privacy_mark into v_mark from %s c where c.%I operator(pg_catalog.=) new.%s for share of c;'
+            ' if not found then %s end if;',
+            privacy.root_of(v_subject), (privacy.column_names(v_subject.relid, array[v_subject.key_attnum]))[1], v_col,
+            pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col));
     else
         v_insert_lookup := pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col);
     end if;

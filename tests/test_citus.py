@@ -863,6 +863,21 @@ def test_purposes_on_citus_as_on_one_machine(cdb: CitusDb) -> None:
         claims.close()
 
 
+def test_a_new_row_of_a_subject_whose_root_row_is_gone_takes_its_mark(cdb: CitusDb) -> None:
+    """A child's INSERT reads its mark from the root row (FOR SHARE, ordering it with
+    placement); a general role may delete the root row of a subject restricted for a purpose
+    only, and a new row then took mark 0 (found by an outside attack): it takes the
+    subject's mark from subject_marks, as on one machine."""
+    cdb.owner.execute("select privacy.add_purpose('marketing', 'newsletters')")
+    cdb.steward.execute("select privacy.place_restriction('customer', '6', 'objection', 'no newsletters', "
+                        "array['marketing']::text[], null::text[])")
+    for table in ("order_items", "orders", "activity"):
+        cdb.app.execute(f"delete from {table} where customer_id = 6")
+    assert cdb.app.execute("delete from customers where id = 6").rowcount == 1
+    cdb.app.execute("insert into activity values (6, 'after the root row went')")
+    assert marks(cdb, "activity", 6) == [4]
+
+
 # -- the enforcement matrix (tests/test_matrix.py), the cells that apply, on the cluster ---
 
 class CPath:

@@ -93,7 +93,14 @@ def test_a_subject_key_must_be_of_a_type_written_one_way(db: Db) -> None:
         create table k_scaled (id numeric(12,0) primary key);
         create table k_scaled_item (id serial primary key, k_id numeric not null references k_scaled (id));
         create table k_domain (id int_id primary key);
+        create collation k_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+        create table k_ci (id text collate k_ci primary key);
+        create table k_neg (id numeric(5,-2) primary key);
+        create table k_neg_item (id serial primary key, k_id numeric not null);
         insert into k_scaled values (2);
+        insert into k_neg values (200);
+        grant select, insert, update, delete on k_neg_item to app;
+        grant usage on sequence k_neg_item_id_seq to app;
         grant select, insert, update, delete on k_scaled, k_scaled_item to app;
         grant usage on sequence k_scaled_item_id_seq to app;
     """)
@@ -104,8 +111,17 @@ def test_a_subject_key_must_be_of_a_type_written_one_way(db: Db) -> None:
             db.owner.execute("select privacy.add_subject_type('thing', %s::regclass, 'id')", (f"public.{table}",))
         assert info.value.sqlstate == "PV002"
         assert f"public.{table}.id is of type {shown}: subject keys are kept by their text" in str(info.value)
+    with pytest.raises(psycopg.Error) as info:  # 'ABC' = 'abc': two subjects' texts, one subject (found by an outside attack)
+        db.owner.execute("select privacy.add_subject_type('thing', 'public.k_ci', 'id')")
+    assert info.value.sqlstate == "PV002" and "has the nondeterministic collation k_ci" in str(info.value)
     assert db.su.execute("select (select count(*) from privacy.subject_types), (select count(*) from privacy.ledger)").fetchone() == before
     db.owner.execute("select privacy.add_subject_type('domained', 'public.k_domain', 'id')")
+    # A negative scale is a scale too: 200.0 is '200' (found by an outside attack)
+    db.owner.execute("select privacy.add_subject_type('rounded', 'public.k_neg', 'id')")
+    db.owner.execute("select privacy.protect('public.k_neg_item', 'rounded', 'k_id')")
+    db.steward.execute("select privacy.place_hold('rounded', '200', 'C-2', 'preserve')")
+    db.app.execute("insert into k_neg_item (k_id) values (200.0)")
+    assert db.su.execute("select privacy_mark from k_neg_item").fetchall() == [(1,)]
     db.owner.execute("select privacy.add_subject_type('scaled', 'public.k_scaled', 'id')")
     db.owner.execute("select privacy.protect('public.k_scaled_item', 'scaled', 'k_id')")  # looked up by text
     db.steward.execute("select privacy.place_hold('scaled', '2.00', 'C-1', 'preserve')")
