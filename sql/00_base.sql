@@ -2,6 +2,12 @@
 -- Every file in sql/ is the current truth and re-runnable: pyctl install (and the
 -- yoyo post-apply hook) executes them in name order, in one transaction.
 
+-- On a Citus coordinator, one connection per worker for the whole reload: the revokes
+-- below reach a distributed table's shards (the corrections journal, sql/89_citus.sql),
+-- and Citus refuses the function DDL that follows a parallel operation.
+select pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true)
+ where exists (select 1 from pg_catalog.pg_extension e where e.extname = 'citus');
+
 -- Lock the schema down again on every reload; later files grant what is needed.
 revoke all on schema privacy from public;
 revoke all on all tables in schema privacy from public;

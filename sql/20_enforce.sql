@@ -763,6 +763,9 @@ begin
     if p.id is null then
         perform privacy.fail(pg_catalog.format('%s is not protected', p_table));
     end if;
+    if (privacy.citus_table(p_table)).kind = 'distributed' then
+        perform privacy.citus_ensure_journal(p.subject_type);  -- where its triggers write corrections down (sql/89_citus.sql)
+    end if;
     v_tag := privacy.plan_tag(p.id);
     if p.enforcement is not distinct from v_tag
        and not exists (select 1 from privacy.table_status(p.id) x where x.state <> 'installed') then

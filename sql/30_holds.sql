@@ -669,9 +669,13 @@ as $$ select coalesce(pg_catalog.jsonb_object_agg(e.key, e.value), '{}') from pg
 -- change under break-glass: row identity, changed columns before and after, the
 -- restrictions or holds in force; in privacy.corrections and the ledger. Only the
 -- generated trigger functions call it (the owner's only): the row comes from the
--- statement being run, the table from the registry, who acts from the session.
+-- statement being run, the table from the registry, who acts from the session; or
+-- privacy.citus_collect_corrections, with who and when as a Citus shard's trigger wrote
+-- them down (sql/89_citus.sql).
+drop function if exists privacy.journal(integer, text, oid, text, jsonb, jsonb, jsonb);
 create or replace function privacy.journal(
-        p_table_id integer, p_kind text, p_relid oid, p_operation text, p_old jsonb, p_new jsonb, p_subjects jsonb)
+        p_table_id integer, p_kind text, p_relid oid, p_operation text, p_old jsonb, p_new jsonb, p_subjects jsonb,
+        p_session_role name default null, p_acting_role name default null, p_changed_at timestamptz default null)
     returns void
     volatile
     set search_path = ''
@@ -719,12 +723,14 @@ begin
         p_subjects->0->>0, p_subjects->0->>1, v_ids[1],
         privacy.strip_null_keys(pg_catalog.jsonb_build_object(
             'table', privacy.relation_of(p)::text, 'operation', p_operation, 'row', v_identity,
-            'before', v_before, 'after', v_after, 'under', pg_catalog.to_jsonb(coalesce(v_ids, '{}')), 'reason', v_reason)));
+            'before', v_before, 'after', v_after, 'under', pg_catalog.to_jsonb(coalesce(v_ids, '{}')), 'reason', v_reason,
+            'changed_at', p_changed_at)));
     insert into privacy.corrections (recorded_at, kind, table_schema, table_name, operation, row_identity,
                                      before_values, after_values, subject_type, subject_key, restriction_ids,
                                      session_role, acting_role, ledger_seq)
-    values (pg_catalog.clock_timestamp(), p_kind, p.table_schema, p.table_name, p_operation, v_identity, v_before, v_after,
-            p_subjects->0->>0, p_subjects->0->>1, coalesce(v_ids, '{}'), session_user, privacy.acting_role(), v_seq);
+    values (coalesce(p_changed_at, pg_catalog.clock_timestamp()), p_kind, p.table_schema, p.table_name, p_operation, v_identity, v_before, v_after,
+            p_subjects->0->>0, p_subjects->0->>1, coalesce(v_ids, '{}'), coalesce(p_session_role, session_user),
+            coalesce(p_acting_role, privacy.acting_role()), v_seq);
 end;
 $$;
 

@@ -247,6 +247,7 @@ begin
     if p_mode <> 'dry_run' then
         delete from privacy.erasure_in_progress x
          where x.xact = pg_catalog.pg_current_xact_id() and x.subject_type = p_subject_type and x.subject_key = p_key;
+        perform privacy.citus_forget_journal(p_subject_type, array[p_key]);  -- on Citus (sql/89_citus.sql)
     end if;
     return pg_catalog.jsonb_build_object('tables', v_tables, 'conflict', null);
 end;
@@ -366,6 +367,7 @@ begin
                        from pg_catalog.jsonb_array_elements(v_rows) e group by 1) g on g.s = k.k;
     end loop;
     delete from privacy.erasure_in_progress x where x.xact = pg_catalog.pg_current_xact_id() and x.subject_type = p_subject_type;
+    perform privacy.citus_forget_journal(p_subject_type, p_keys);  -- on Citus (sql/89_citus.sql)
     return v_result;
 end;
 $$;

@@ -86,6 +86,7 @@ begin
     -- Every placement, release and pyctl command that writes starts here: on a Citus
     -- coordinator, one connection per worker for the rest of the transaction (sql/89_citus.sql).
     perform privacy.citus_session();
+    perform privacy.citus_collect_corrections();  -- what Citus shards wrote down, into the ledger (sql/89_citus.sql)
     if privacy.enforcement_fingerprint() is not distinct from (select s.value from privacy.settings s where s.name = 'enforcement_fingerprint')
        or pg_catalog.pg_is_in_recovery() then
         return pg_catalog.jsonb_build_object('changed', false);

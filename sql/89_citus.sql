@@ -23,9 +23,9 @@
 --   root table only: placement keeps its rows' marks in privacy.referenced_marks, a
 --   reference table too (citus_mark_referenced).
 -- - The triggers on the shards name nothing only the coordinator knows: the steward role
---   is written into them, refusals name the subject but not the hold's id or case, and
---   changes that would have to be journaled (a steward's correction of a restricted
---   row, break-glass) are refused.
+--   is written into them, and refusals name the subject but not the hold's id or case.
+--   A steward's correction of a restricted row is written down on the shard's node and
+--   collected into the ledger later (citus_collect_corrections); break-glass is refused.
 
 -- What Citus makes of a relation: kind 'distributed' (hash), 'reference', 'other'
 -- (append or range distributed), or null (a plain table, a Citus local table, or no
@@ -231,6 +231,131 @@ begin
     p_columns := array[t.dist_column];
     p_parent := null;
     p_parent_columns := null;
+end;
+$$;
+
+-- Corrections on Citus. A shard's trigger cannot write the ledger or privacy.corrections
+-- (they are on the coordinator), so a steward's change to a restricted row is written
+-- down on the shard's own node, in the same transaction as the change: into a
+-- distributed table per subject type, distributed by the subject key and co-located with
+-- the root table, so the row goes to the shard of the same node. The next pyctl command
+-- that writes (privacy.heal, which every placement and release also runs) moves what is
+-- there into the ledger and privacy.corrections, with who made the change and when.
+
+-- The journal table of a subject type, or null where its name would be too long (then
+-- corrections stay refused).
+create or replace function privacy.citus_journal_name(p_subject_type text)
+    returns name
+    immutable
+    set search_path = ''
+    language sql
+as $$ select case when pg_catalog.length(p_subject_type) <= 49 then ('citus_journal_' || p_subject_type)::name end $$;
+
+-- Creates the journal table of P_SUBJECT_TYPE where its root table is distributed (enforce
+-- calls it before generating a distributed table's triggers). Returns whether it exists.
+create or replace function privacy.citus_ensure_journal(p_subject_type text)
+    returns boolean
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    s privacy.subject_types;
+    v_name name := privacy.citus_journal_name(p_subject_type);
+    v_root regclass;
+begin
+    select * into s from privacy.subject_types x where x.subject_type = p_subject_type;
+    v_root := privacy.root_of(s);
+    if v_name is null or v_root is null or (privacy.citus_table(v_root)).kind is distinct from 'distributed' then
+        return false;
+    end if;
+    if pg_catalog.to_regclass('privacy.' || pg_catalog.quote_ident(v_name)) is not null then
+        return true;
+    end if;
+    perform privacy.citus_session();
+    execute pg_catalog.format(
+        'create table privacy.%I (subject_key %s not null, id bigserial, table_id integer not null, operation text not null, '
+        'old_row jsonb not null, new_row jsonb, session_role name not null, acting_role name not null, '
+        'changed_at timestamptz not null default pg_catalog.clock_timestamp(), primary key (subject_key, id))',
+        v_name, (select pg_catalog.format_type(a.atttypid, a.atttypmod) from pg_catalog.pg_attribute a
+                  where a.attrelid = v_root and a.attnum = s.key_attnum));
+    execute pg_catalog.format('revoke all on privacy.%I from public', v_name);
+    execute pg_catalog.format('comment on table privacy.%I is %L', v_name,
+        'On Citus: stewards'' corrections of restricted rows of ' || p_subject_type || ', written by the shards'' triggers, '
+        'until privacy.citus_collect_corrections moves them into the ledger and privacy.corrections.');
+    execute 'select pg_catalog.create_distributed_table($1, ''subject_key'', colocate_with => $2)'
+      using ('privacy.' || pg_catalog.quote_ident(v_name)), v_root::text;
+    return true;
+end;
+$$;
+
+-- Moves the corrections the shards wrote down into the ledger and privacy.corrections
+-- (privacy.journal, with who made each and when), oldest first, and deletes them there:
+-- one distributed transaction. One collector at a time. Rows of a table no longer
+-- registered are left where they are (a warning says so). Returns how many it moved.
+create or replace function privacy.citus_collect_corrections()
+    returns integer
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    s privacy.subject_types;
+    v_name name;
+    r record;
+    v_table regclass;
+    v_ids bigint[];
+    v_count integer := 0;
+begin
+    if not exists (select 1 from pg_catalog.pg_extension e where e.extname = 'citus') or pg_catalog.pg_is_in_recovery() then
+        return 0;
+    end if;
+    for s in select * from privacy.subject_types x order by x.subject_type loop
+        v_name := privacy.citus_journal_name(s.subject_type);
+        if v_name is null or pg_catalog.to_regclass('privacy.' || pg_catalog.quote_ident(v_name)) is null then
+            continue;
+        end if;
+        perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('privacy.citus_collect_corrections'));
+        perform privacy.citus_session();
+        v_ids := '{}';
+        for r in execute pg_catalog.format('select j.*, (j.subject_key)::pg_catalog.text as key_text from privacy.%I j '
+                                           'order by j.changed_at, j.id', v_name) loop
+            v_table := (select privacy.relation_of(x) from privacy.protected_tables x where x.id = r.table_id);
+            if v_table is null then
+                raise warning 'privacy: a correction of % on Citus names protected table % that is no longer registered: left in privacy.%',
+                    s.subject_type || '/' || r.key_text, r.table_id, v_name;
+                continue;
+            end if;
+            perform privacy.journal(r.table_id, 'correction', v_table, r.operation, r.old_row, r.new_row,
+                pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(s.subject_type, r.key_text)),
+                r.session_role, r.acting_role, r.changed_at);
+            v_ids := v_ids || r.id;
+        end loop;
+        if pg_catalog.cardinality(v_ids) > 0 then
+            execute pg_catalog.format('delete from privacy.%I j where j.id = any ($1)', v_name) using v_ids;
+            v_count := v_count + pg_catalog.cardinality(v_ids);
+        end if;
+    end loop;
+    return v_count;
+end;
+$$;
+
+-- The erasure of subjects P_KEYS (sql/35_erasure.sql), in its transaction: what the shards
+-- wrote down of the erased rows is deleted with them. (Erasure collects first, through
+-- heal: what is left is this transaction's deletions, whose values no record may keep.)
+create or replace function privacy.citus_forget_journal(p_subject_type text, p_keys text[])
+    returns void
+    volatile
+    set search_path = ''
+    language plpgsql
+as $$
+declare
+    v_name name := privacy.citus_journal_name(p_subject_type);
+begin
+    if v_name is null or pg_catalog.to_regclass('privacy.' || pg_catalog.quote_ident(v_name)) is null then
+        return;
+    end if;
+    execute pg_catalog.format('delete from privacy.%I j where (j.subject_key)::pg_catalog.text = any ($1)', v_name) using p_keys;
 end;
 $$;
 
@@ -442,6 +567,9 @@ declare
     v_reference boolean;
     v_pointing text;
     v_pointed_at text;
+    v_journal name;
+    v_correct_delete text;
+    v_correct_update text;
 begin
     select * into p from privacy.protected_tables x where x.id = p_id;
     v_rel := privacy.relation_of(p);
@@ -591,6 +719,23 @@ $body$$f$, v_fn, v_insert_lookup, v_privileged, v_table,
     shape := ddl;
     return next;
 
+    -- A steward's (or the owner's) change to a restricted row: written down on the shard's
+    -- node for the ledger (citus_ensure_journal, citus_collect_corrections); refused where
+    -- there is no journal table (a reference table's trigger runs on every node's copy).
+    v_journal := privacy.citus_journal_name(p.subject_type);
+    if not v_reference and v_journal is not null and pg_catalog.to_regclass('privacy.' || pg_catalog.quote_ident(v_journal)) is not null then
+        v_correct_delete := pg_catalog.format(
+            'insert into privacy.%I (subject_key, table_id, operation, old_row, new_row, session_role, acting_role) '
+            'values (old.%s, %s, ''DELETE'', pg_catalog.to_jsonb(old), null, session_user, v_actor);', v_journal, v_col, p.id);
+        v_correct_update := pg_catalog.format(
+            'insert into privacy.%I (subject_key, table_id, operation, old_row, new_row, session_role, acting_role) '
+            'values (old.%s, %s, ''UPDATE'', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), session_user, v_actor);', v_journal, v_col, p.id);
+    else
+        v_correct_delete := pg_catalog.format('perform privacy.citus_refuse(%s, ''DELETE'', old.privacy_mark, %s, true, %s);',
+            v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col), v_correction);
+        v_correct_update := pg_catalog.replace(v_correct_delete, '''DELETE''', '''UPDATE''');
+    end if;
+
     -- UPDATE and DELETE of marked rows, and marking statements (every shard). Judged AFTER
     -- the change, as on one machine (sql/20_enforce.sql: a BEFORE UPDATE or DELETE row
     -- trigger makes PostgreSQL lock every row first); an error here undoes the statement
@@ -616,18 +761,20 @@ begin
     if tg_op = 'DELETE' then
         if old.privacy_mark & 1 <> 0 then
             perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, null);
-        elsif old.privacy_mark >= 2 and (v_privileged or %9$s) then
+        elsif old.privacy_mark >= 2 and v_privileged then
+            %12$s
+        elsif old.privacy_mark >= 2 and %7$s then
             -- (A restriction scoped to purposes the role does not serve leaves it alone.)
-            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
+            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, false, null);
         end if;
-        if old.privacy_mark <> 0 and %11$s then
-            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, %12$L);
+        if old.privacy_mark <> 0 and %9$s then
+            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, %10$L);
         end if;
         return null;
     end if;
     -- The mark the row must have: its subject's state (subject_marks, written by this same
     -- transaction in a placement).
-    %7$s
+    %5$s
     v_mark := coalesce(v_mark, 0);
     if new.privacy_mark is distinct from old.privacy_mark and new.privacy_mark = v_mark
        and (pg_catalog.to_jsonb(new) operator(pg_catalog.-) 'privacy_mark'::text)
@@ -636,29 +783,30 @@ begin
     end if;
     if old.privacy_mark & 1 <> 0 then
         perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
-    elsif old.privacy_mark >= 2 and (v_privileged or %9$s) then
-        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, case when v_privileged then %6$s end);
+    elsif old.privacy_mark >= 2 and v_privileged then
+        %13$s
+    elsif old.privacy_mark >= 2 and %7$s then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, false, null);
     end if;
-    if v_mark >= 2 and %10$s and not v_privileged then
-        perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %8$s, false, null);
+    if v_mark >= 2 and %8$s and not v_privileged then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %6$s, false, null);
     end if;
-    if old.privacy_mark <> 0 and (%13$s) then
-        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, %12$L);
+    if old.privacy_mark <> 0 and (%11$s) then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, %10$L);
     end if;
     if new.privacy_mark is distinct from v_mark then
-        perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %8$s, v_privileged,
+        perform privacy.citus_refuse(%3$s, 'UPDATE', v_mark, %6$s, v_privileged,
             'privacy_mark is set by the toolkit from the subject''s holds and restrictions, not written by hand');
     end if;
     return null;
 end;
 $body$$f$, v_fn, v_privileged, v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col),
-           null /* %5$s: unused */, v_correction,
            pg_catalog.replace(v_lookup, '{k}', 'new.' || v_col), pg_catalog.replace(v_subject_of, '{k}', 'new.' || v_col),
            pg_catalog.replace(v_purpose_binds, '{m}', 'old.privacy_mark'), pg_catalog.replace(v_purpose_binds, '{m}', 'v_mark'),
            case when v_pointing is not null then 'true' else 'false' end,
            pg_catalog.format('on Citus a row of a subject under a hold or restriction may not point at another row of %s, nor be deleted, '
                              'while it is: the mark of the row it points at is kept by placement', v_pointed_at),
-           coalesce(v_pointing, 'false'));
+           coalesce(v_pointing, 'false'), v_correct_delete, v_correct_update);
     shape := ddl;
     return next;
 

@@ -82,7 +82,7 @@ as $$
         ('privacy.marking_in_bulk()', 'owner'), ('privacy.active_entry(uuid,text)', 'owner'),
         ('privacy.restriction_step(uuid,text,text)', 'owner'), ('privacy.break_glass_reason()', 'owner'),
         ('privacy.strip_null_keys(jsonb)', 'owner'),
-        ('privacy.journal(integer,text,oid,text,jsonb,jsonb,jsonb)', 'owner'),
+        ('privacy.journal(integer,text,oid,text,jsonb,jsonb,jsonb,name,name,timestamp with time zone)', 'owner'),
         ('privacy.enforcement_fingerprint()', 'owner'), ('privacy.remember_fingerprint()', 'owner'), ('privacy.check_held_data_after_ddl(oid)', 'owner'),
         ('privacy.on_sql_drop()', 'owner'), ('privacy.on_ddl_command_end()', 'owner'),
         ('privacy.ledger_entry_of(jsonb)', 'owner'), ('privacy.canonical_keys(text,text[])', 'owner'),
@@ -117,7 +117,8 @@ as $$
         ('privacy.citus_table(oid)', 'owner'), ('privacy.citus_session()', 'owner'), ('privacy.citus_setup()', 'owner'),
         ('privacy.citus_path(regclass,text,text,name[],regclass,name[])', 'owner'),
         ('privacy.citus_refuse(text,text,smallint,text,boolean,text)', 'owner'), ('privacy.citus_guard_truncate()', 'owner'),
-        ('privacy.citus_remark_table(integer,boolean)', 'owner'), ('privacy.citus_mark_referenced(integer,text[])', 'owner'), ('privacy.citus_enforcement_plan(integer)', 'owner')
+        ('privacy.citus_remark_table(integer,boolean)', 'owner'), ('privacy.citus_mark_referenced(integer,text[])', 'owner'), ('privacy.citus_journal_name(text)', 'owner'), ('privacy.citus_ensure_journal(text)', 'owner'),
+        ('privacy.citus_collect_corrections()', 'owner'), ('privacy.citus_forget_journal(text,text[])', 'owner'), ('privacy.citus_enforcement_plan(integer)', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

@@ -422,14 +422,43 @@ def test_inserts_for_a_restricted_subject_are_refused_in_every_shape(cdb: CitusD
     assert cdb.scalar("select count(*) from orders where customer_id = 3 and id > 1000 and id < 3000") == 0
 
 
-def test_steward_sees_restricted_rows_but_corrections_are_refused_on_citus(cdb: CitusDb) -> None:
-    restrict(cdb, 3)
+def test_steward_and_owner_corrections_on_citus_are_journaled(cdb: CitusDb) -> None:
+    """The matrix's "steward or owner: allowed, journaled as a correction" on the cluster: the
+    shard's trigger writes the change down on its node, in the change's transaction; the
+    next command that writes (privacy.heal) moves it into privacy.corrections and the
+    ledger, with who made it and when. Through the coordinator and straight on a worker;
+    a rolled-back correction leaves nothing; the app is still refused."""
+    rid = restrict(cdb, 3)
     assert cdb.scalar("select count(*) from orders where customer_id = 3", user="steward_user") == 2
-    err = refused(cdb.steward, "update orders set total = 1 where customer_id = 3")
-    assert "corrections of restricted rows are refused on Citus" in str(err)
-    refused(cdb.steward, "delete from orders where customer_id = 3")
-    assert cdb.scalar("select count(*) from orders where customer_id = 3 and total <> 1") == 2
+    assert cdb.steward.execute("update orders set total = 1 where customer_id = 3 and id = 30").rowcount == 1
+    assert cdb.owner.execute("delete from order_items where customer_id = 3 and id = 310").rowcount == 1
+    rolled = cdb.connect("steward_user", autocommit=False)
+    rolled.execute("update orders set total = 999 where customer_id = 3 and id = 31")
+    rolled.rollback()
+    worker, shard = cdb.worker_of("activity", 3)
+    on_worker = worker.connect("steward_user")
+    on_worker.execute("set citus.enable_manual_changes_to_shards = on")
+    assert on_worker.execute(f"update {shard} set what = 'signin' where customer_id = 3").rowcount == 1
+    # Written down on the shards, not yet in the record
+    assert cdb.scalar("select count(*) from privacy.citus_journal_customer") == 3
     assert cdb.scalar("select count(*) from privacy.corrections") == 0
+    cdb.steward.execute("select privacy.heal()")
+    assert cdb.scalar("select count(*) from privacy.citus_journal_customer") == 0
+    got = rows(cdb.su, "select table_name, operation, row_identity, before_values, after_values, restriction_ids, "
+                       "subject_type, subject_key, session_role, acting_role from privacy.corrections order by recorded_at, id")
+    assert [g[:2] for g in got] == [("orders", "UPDATE"), ("order_items", "DELETE"), ("activity", "UPDATE")]
+    import uuid
+    assert got[0][2:] == ({"customer_id": 3, "id": 30}, {"total": 300}, {"total": 1}, [uuid.UUID(rid)],
+                          "customer", "3", "steward_user", "steward_user")
+    assert got[1][4] is None and got[1][9] == "shop_owner"
+    assert got[2][3:5] == ({"what": "login"}, {"what": "signin"})
+    events = rows(cdb.su, "select event, subject_key, payload ? 'changed_at' from privacy.ledger where event = 'correction' order by seq")
+    assert events == [("correction", "3", True)] * 3
+    assert cdb.scalar("select count(*) from privacy.verify_ledger()") == 0
+    # The application is refused as before; the rows stay restricted
+    assert cdb.app.execute("update orders set total = 5 where customer_id = 3").rowcount == 0
+    assert rows(cdb.app, "select * from orders where customer_id = 3") == []
+    assert marks(cdb, "orders", 3) == [2, 2]
 
 
 def test_release_lifts_enforcement_on_every_shard(cdb: CitusDb) -> None:
@@ -1020,20 +1049,27 @@ def test_uninstall_is_refused_under_a_hold_and_then_removes_everything_from_ever
     assert cdb.scalar("select count(*) from orders") == 16
 
 
-def test_erasure_of_an_unmarked_subject_works_and_of_a_restricted_one_is_refused(cdb: CitusDb) -> None:
+def test_erasure_of_an_unmarked_subject_and_of_a_restricted_one(cdb: CitusDb) -> None:
     result = cli(cdb, "erase", "7", "--reason", "retention ended")
     assert result.exit_code == 0, result.output
     for table in PROTECTED:
         key = "id" if table == "customers" else "customer_id"
         assert cdb.scalar(f"select count(*) from {table} where {key} = 7") == 0
     assert cli(cdb, "erase", "certificate", result.output.split("certificate: pyctl erase certificate ")[1].split()[0]).exit_code == 0
-    # A restricted subject's rows cannot be deleted from a shard without the journal's
-    # knowing (the shard's trigger cannot tell the erasure from a correction): refused.
+    # A restricted subject (a basis that allows erasure): its rows' deletes are the erasure's,
+    # not corrections with their values in the record. The shards wrote them down as a
+    # steward's would be; the erasure deletes that in its own transaction.
     restrict(cdb, 3)
     result = cli(cdb, "erase", "3", "--reason", "retention ended")
-    assert result.exit_code == 1 and "refused on Citus" in result.stderr
-    assert cdb.scalar("select count(*) from orders where customer_id = 3") == 2
-    assert cdb.scalar("select count(*) from privacy.erasures") == 1
+    assert result.exit_code == 0, result.output
+    for table in PROTECTED:
+        key = "id" if table == "customers" else "customer_id"
+        assert cdb.scalar(f"select count(*) from {table} where {key} = 3") == 0
+    assert cdb.scalar("select count(*) from privacy.erasures") == 2
+    assert cdb.scalar("select count(*) from privacy.citus_journal_customer") == 0
+    cdb.steward.execute("select privacy.heal()")
+    assert cdb.scalar("select count(*) from privacy.corrections") == 0
+    assert cdb.scalar("select count(*) from privacy.ledger where event = 'correction'") == 0
 
 
 def test_a_list_of_holds_and_of_restrictions_in_one_call_on_the_cluster(cdb: CitusDb, tmp_path: Path) -> None:
