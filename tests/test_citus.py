@@ -988,6 +988,25 @@ def test_matrix_restricted_rows_invisible_unchangeable_and_closed_to_new_rows(cd
     assert ccount(cdb, CPATHS[0], 2) == 1
 
 
+@pytest.mark.parametrize("user", ["steward_user", "shop_owner"])
+def test_matrix_steward_and_owner_may_correct_restricted_rows_journaled(cdb: CitusDb, user: str) -> None:
+    restrict(cdb, 2)
+    changed = 0
+    for path in CPATHS:
+        before = csnapshot(cdb, path, 2)
+        cur = cdb.connect(user).execute(f"update {path.table} set {path.change} where {path.where(2)}")
+        assert cur.rowcount == len(before) > 0
+        changed += cur.rowcount
+        assert csnapshot(cdb, path, 2) != before
+        assert ccount(cdb, path, 2, "app") == 0  # still restricted after the correction
+    assert cdb.steward.execute("delete from order_items where customer_id = 2").rowcount == 2
+    cdb.steward.execute("select privacy.heal()")
+    assert rows(cdb.su, "select acting_role, operation, count(*) from privacy.corrections group by 1, 2 order by 1, 2") == \
+        sorted([(user, "UPDATE", changed), ("steward_user", "DELETE", 2)])
+    assert cdb.scalar("select count(*) from privacy.ledger where event = 'correction'") == changed + 2
+    assert cdb.scalar("select count(*) from privacy.verify_ledger()") == 0
+
+
 def test_matrix_hold_and_restriction_together_and_the_predicates(cdb: CitusDb) -> None:
     hold(cdb, 4)
     restrict(cdb, 4)
