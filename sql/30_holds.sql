@@ -724,7 +724,9 @@ begin
         privacy.strip_null_keys(pg_catalog.jsonb_build_object(
             'table', privacy.relation_of(p)::text, 'operation', p_operation, 'row', v_identity,
             'before', v_before, 'after', v_after, 'under', pg_catalog.to_jsonb(coalesce(v_ids, '{}')), 'reason', v_reason,
-            'changed_at', p_changed_at)));
+            'changed_at', p_changed_at,
+            'changed_by', case when p_acting_role is not null
+                               then pg_catalog.jsonb_build_object('session_role', p_session_role, 'acting_role', p_acting_role) end)));
     insert into privacy.corrections (recorded_at, kind, table_schema, table_name, operation, row_identity,
                                      before_values, after_values, subject_type, subject_key, restriction_ids,
                                      session_role, acting_role, ledger_seq)

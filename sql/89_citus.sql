@@ -106,6 +106,10 @@ begin
         perform privacy.citus_session();
         execute 'select pg_catalog.create_reference_table(''privacy.referenced_marks'')';
     end if;
+    if (privacy.citus_table('privacy.citus_declared'::regclass)).kind is null then
+        perform privacy.citus_session();
+        execute 'select pg_catalog.create_reference_table(''privacy.citus_declared'')';
+    end if;
 end;
 $$;
 
@@ -326,9 +330,16 @@ begin
                     s.subject_type || '/' || r.key_text, r.table_id, v_name;
                 continue;
             end if;
-            perform privacy.journal(r.table_id, 'correction', v_table, r.operation, r.old_row, r.new_row,
-                pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(s.subject_type, r.key_text)),
-                r.session_role, r.acting_role, r.changed_at);
+            begin
+                perform privacy.journal(r.table_id, 'correction', v_table, r.operation, r.old_row, r.new_row,
+                    pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(s.subject_type, r.key_text)),
+                    r.session_role, r.acting_role, r.changed_at);
+            exception when others then
+                -- One entry that cannot be recorded must not stop every command that writes.
+                raise warning 'privacy: a correction of % on Citus (% of % by %, %) could not be recorded: %; left in privacy.%',
+                    s.subject_type || '/' || r.key_text, r.operation, v_table, r.acting_role, r.changed_at, sqlerrm, v_name;
+                continue;
+            end;
             v_ids := v_ids || r.id;
         end loop;
         if pg_catalog.cardinality(v_ids) > 0 then
@@ -340,22 +351,32 @@ begin
 end;
 $$;
 
--- The erasure of subjects P_KEYS (sql/35_erasure.sql), in its transaction: what the shards
--- wrote down of the erased rows is deleted with them. (Erasure collects first, through
--- heal: what is left is this transaction's deletions, whose values no record may keep.)
-create or replace function privacy.citus_forget_journal(p_subject_type text, p_keys text[])
+-- Declares (P_ON) or ends the toolkit's own statements of PURPOSE in this distributed
+-- transaction, for the shards' triggers (privacy.citus_declared): 'erasure' (a subject's
+-- rows deleted, not corrections: nothing written down, no values kept) or 'sync' (a
+-- source's corrections replayed under sync's break-glass: not corrections of this copy).
+-- The toolkit's owner only; nothing on one machine. The row must not outlive its
+-- statements: transaction numbers start again when the coordinator restarts.
+create or replace function privacy.citus_declare(p_purpose text, p_on boolean)
     returns void
     volatile
     set search_path = ''
     language plpgsql
 as $$
-declare
-    v_name name := privacy.citus_journal_name(p_subject_type);
 begin
-    if v_name is null or pg_catalog.to_regclass('privacy.' || pg_catalog.quote_ident(v_name)) is null then
+    if not exists (select 1 from pg_catalog.pg_extension e where e.extname = 'citus') then
         return;
     end if;
-    execute pg_catalog.format('delete from privacy.%I j where (j.subject_key)::pg_catalog.text = any ($1)', v_name) using p_keys;
+    perform privacy.citus_session();
+    perform 1 from privacy.citus_declared limit 1;  -- a distributed read first: the transaction has its number
+    if p_on then
+        execute 'insert into privacy.citus_declared (txn_initiator, txn, purpose) '
+                'select t.initiator_node_identifier, t.transaction_number, $1 from pg_catalog.get_current_transaction_id() t '
+                'on conflict do nothing' using p_purpose;
+    else
+        execute 'delete from privacy.citus_declared d using pg_catalog.get_current_transaction_id() t '
+                'where d.txn_initiator = t.initiator_node_identifier and d.txn = t.transaction_number and d.purpose = $1' using p_purpose;
+    end if;
 end;
 $$;
 
@@ -568,6 +589,10 @@ declare
     v_pointing text;
     v_pointed_at text;
     v_journal name;
+    v_declared text := '(exists (select 1 from privacy.citus_declared d cross join pg_catalog.get_current_transaction_id() t '
+                       'where d.txn_initiator operator(pg_catalog.=) t.initiator_node_identifier and d.txn operator(pg_catalog.=) t.transaction_number '
+                       'and d.purpose operator(pg_catalog.=) ''{purpose}''))';
+    v_corrector text;
     v_correct_delete text;
     v_correct_update text;
 begin
@@ -723,13 +748,28 @@ $body$$f$, v_fn, v_insert_lookup, v_privileged, v_table,
     -- node for the ledger (citus_ensure_journal, citus_collect_corrections); refused where
     -- there is no journal table (a reference table's trigger runs on every node's copy).
     v_journal := privacy.citus_journal_name(p.subject_type);
+    -- Who may correct on a shard: a member of the steward role, a superuser or a BYPASSRLS
+    -- role, as the role Citus connects as (the coordinator's current user: inside a
+    -- SECURITY DEFINER function, its owner, so not the table's owner as on one machine).
+    v_corrector := pg_catalog.format(
+        '(exists (select 1 from pg_catalog.pg_roles r where r.rolname operator(pg_catalog.=) v_actor and (r.rolsuper or r.rolbypassrls)) '
+        'or pg_catalog.pg_has_role(v_actor, %L, ''MEMBER''))', v_steward);
     if not v_reference and v_journal is not null and pg_catalog.to_regclass('privacy.' || pg_catalog.quote_ident(v_journal)) is not null then
+        -- (A row whose before and after the ledger could not hold in one entry is refused here,
+        -- as journal() would refuse it on one machine, rather than left for the collector.)
         v_correct_delete := pg_catalog.format(
-            'insert into privacy.%I (subject_key, table_id, operation, old_row, new_row, session_role, acting_role) '
-            'values (old.%s, %s, ''DELETE'', pg_catalog.to_jsonb(old), null, session_user, v_actor);', v_journal, v_col, p.id);
+            'if pg_catalog.octet_length(pg_catalog.to_jsonb(old)::pg_catalog.text) > 100000000 then '
+            'perform privacy.citus_refuse(%3$s, ''DELETE'', old.privacy_mark, %4$s, true, ''the row is too large to be journaled (over 100 MB)''); end if; '
+            'insert into privacy.%1$I (subject_key, table_id, operation, old_row, new_row, session_role, acting_role) '
+            'values (old.%2$s, %5$s, ''DELETE'', pg_catalog.to_jsonb(old), null, session_user, v_actor);',
+            v_journal, v_col, v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col), p.id);
         v_correct_update := pg_catalog.format(
-            'insert into privacy.%I (subject_key, table_id, operation, old_row, new_row, session_role, acting_role) '
-            'values (old.%s, %s, ''UPDATE'', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), session_user, v_actor);', v_journal, v_col, p.id);
+            'if pg_catalog.octet_length(pg_catalog.to_jsonb(old)::pg_catalog.text) '
+            'operator(pg_catalog.+) pg_catalog.octet_length(pg_catalog.to_jsonb(new)::pg_catalog.text) > 100000000 then '
+            'perform privacy.citus_refuse(%3$s, ''UPDATE'', old.privacy_mark, %4$s, true, ''the row is too large to be journaled (over 100 MB)''); end if; '
+            'insert into privacy.%1$I (subject_key, table_id, operation, old_row, new_row, session_role, acting_role) '
+            'values (old.%2$s, %5$s, ''UPDATE'', pg_catalog.to_jsonb(old), pg_catalog.to_jsonb(new), session_user, v_actor);',
+            v_journal, v_col, v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col), p.id);
     else
         v_correct_delete := pg_catalog.format('perform privacy.citus_refuse(%s, ''DELETE'', old.privacy_mark, %s, true, %s);',
             v_table, pg_catalog.replace(v_subject_of, '{k}', 'old.' || v_col), v_correction);
@@ -760,9 +800,15 @@ begin
     v_privileged := %2$s;
     if tg_op = 'DELETE' then
         if old.privacy_mark & 1 <> 0 then
-            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, null);
-        elsif old.privacy_mark >= 2 and v_privileged then
+            if not %15$s then
+                perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, v_privileged, null);
+            end if;
+        elsif old.privacy_mark >= 2 and (%14$s or %15$s) then
+            null;  -- the toolkit's own erasure, or a sync replaying a source's correction: not a correction here
+        elsif old.privacy_mark >= 2 and %16$s then
             %12$s
+        elsif old.privacy_mark >= 2 and v_privileged then
+            perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, true, %17$L);
         elsif old.privacy_mark >= 2 and %7$s then
             -- (A restriction scoped to purposes the role does not serve leaves it alone.)
             perform privacy.citus_refuse(%3$s, 'DELETE', old.privacy_mark, %4$s, false, null);
@@ -782,9 +828,15 @@ begin
         return null;  -- a marking statement (placement, release): the mark alone, to what the state gives
     end if;
     if old.privacy_mark & 1 <> 0 then
-        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
-    elsif old.privacy_mark >= 2 and v_privileged then
+        if not %15$s then
+            perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, v_privileged, null);
+        end if;
+    elsif old.privacy_mark >= 2 and %15$s then
+        null;  -- a sync replaying a source's correction
+    elsif old.privacy_mark >= 2 and %16$s then
         %13$s
+    elsif old.privacy_mark >= 2 and v_privileged then
+        perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, true, %17$L);
     elsif old.privacy_mark >= 2 and %7$s then
         perform privacy.citus_refuse(%3$s, 'UPDATE', old.privacy_mark, %4$s, false, null);
     end if;
@@ -806,7 +858,10 @@ $body$$f$, v_fn, v_privileged, v_table, pg_catalog.replace(v_subject_of, '{k}', 
            case when v_pointing is not null then 'true' else 'false' end,
            pg_catalog.format('on Citus a row of a subject under a hold or restriction may not point at another row of %s, nor be deleted, '
                              'while it is: the mark of the row it points at is kept by placement', v_pointed_at),
-           coalesce(v_pointing, 'false'), v_correct_delete, v_correct_update);
+           coalesce(v_pointing, 'false'), v_correct_delete, v_correct_update,
+           pg_catalog.replace(v_declared, '{purpose}', 'erasure'), pg_catalog.replace(v_declared, '{purpose}', 'sync'), v_corrector,
+           'on Citus a change to a restricted row is a correction of a steward''s: the shard cannot tell the table''s owner '
+           'from a SECURITY DEFINER function of the owner''s that an application calls; correct it as a member of the steward role');
     shape := ddl;
     return next;
 
