@@ -497,6 +497,18 @@ def test_one_correction_that_cannot_be_recorded_does_not_stop_the_others(cdb: Ci
     hold(cdb, 5)  # placements go on
 
 
+def test_a_correction_too_large_to_journal_is_refused(cdb: CitusDb) -> None:
+    """Before and after of one row must fit one ledger entry (jsonb's 256 MB): over 100 MB
+    together the shard refuses the correction, as journal() would on one machine."""
+    restrict(cdb, 3)
+    cdb.steward.execute("update customers set name = repeat('a', 60000000) where id = 3")  # 60 MB: journaled
+    err = refused(cdb.steward, "update customers set name = repeat('b', 60000000) where id = 3")
+    assert "too large to be journaled" in str(err)
+    assert cdb.scalar("select left(name, 1) from customers where id = 3") == "a"
+    cdb.steward.execute("select privacy.heal()")
+    assert cdb.scalar("select count(*) from privacy.corrections") == 1
+
+
 def test_an_erasure_leaves_a_correction_committed_while_it_waited(cdb: CitusDb) -> None:
     """Found by an outside attack: the erasure deleted what the shards had written down of its
     subject, also a steward's correction that committed while the erasure waited for its
