@@ -191,7 +191,7 @@ begin
     if p_mode <> 'dry_run' then
         insert into privacy.erasure_in_progress (xact, subject_type, subject_key)
         values (pg_catalog.pg_current_xact_id(), p_subject_type, p_key) on conflict do nothing;
-        perform privacy.citus_declare('erasure', true);  -- a Citus shard cannot read erasure_in_progress (sql/89_citus.sql)
+        perform privacy.citus_declare('erasure', true, p_subject_type, array[p_key]);  -- a Citus shard cannot read erasure_in_progress (sql/89_citus.sql)
     end if;
     for o in select x.table_id from privacy.erasure_order(p_subject_type) x order by x.step loop
         select * into p from privacy.protected_tables x where x.id = o.table_id;
@@ -248,7 +248,7 @@ begin
     if p_mode <> 'dry_run' then
         delete from privacy.erasure_in_progress x
          where x.xact = pg_catalog.pg_current_xact_id() and x.subject_type = p_subject_type and x.subject_key = p_key;
-        perform privacy.citus_declare('erasure', false);  -- on Citus (sql/89_citus.sql)
+        perform privacy.citus_declare('erasure', false, null, null);  -- on Citus (sql/89_citus.sql)
     end if;
     return pg_catalog.jsonb_build_object('tables', v_tables, 'conflict', null);
 end;
@@ -338,7 +338,7 @@ begin
     end loop;
     insert into privacy.erasure_in_progress (xact, subject_type, subject_key)
     select pg_catalog.pg_current_xact_id(), p_subject_type, k from pg_catalog.unnest(p_keys) k on conflict do nothing;
-    perform privacy.citus_declare('erasure', true);  -- a Citus shard cannot read erasure_in_progress (sql/89_citus.sql)
+    perform privacy.citus_declare('erasure', true, p_subject_type, p_keys);  -- a Citus shard cannot read erasure_in_progress (sql/89_citus.sql)
     for o in select x.table_id from privacy.erasure_order(p_subject_type) x order by x.step loop
         select * into p from privacy.protected_tables x where x.id = o.table_id;
         v_rows := v_found -> (p.id::text);
@@ -369,7 +369,7 @@ begin
                        from pg_catalog.jsonb_array_elements(v_rows) e group by 1) g on g.s = k.k;
     end loop;
     delete from privacy.erasure_in_progress x where x.xact = pg_catalog.pg_current_xact_id() and x.subject_type = p_subject_type;
-    perform privacy.citus_declare('erasure', false);  -- on Citus (sql/89_citus.sql)
+    perform privacy.citus_declare('erasure', false, null, null);  -- on Citus (sql/89_citus.sql)
     return v_result;
 end;
 $$;

@@ -287,7 +287,7 @@ begin
             values (pg_catalog.pg_current_xact_id(), session_user, privacy.acting_role(), 'sync: replaying corrections from ' || p_source,
                     pg_catalog.now(), v_seq, true);
         end if;
-        perform privacy.citus_declare('sync', true);  -- a Citus shard cannot read the break-glass (sql/89_citus.sql)
+        perform privacy.citus_declare('sync', true, e.subject_type, array[e.subject_key]);  -- a Citus shard cannot read the break-glass (sql/89_citus.sql)
         if v_payload->>'operation' = 'UPDATE' then
             execute pg_catalog.format('update %s t set %s where %s', v_rel, v_set, v_match)
               using coalesce(v_payload->'row', '{}') || coalesce(v_payload->'before', '{}'), v_payload->'after';
@@ -295,7 +295,7 @@ begin
             execute pg_catalog.format('delete from %s t where %s', v_rel, v_match) using coalesce(v_payload->'row', '{}') || coalesce(v_payload->'before', '{}');
         end if;
         get diagnostics v_count = row_count;
-        perform privacy.citus_declare('sync', false);
+        perform privacy.citus_declare('sync', false, null, null);
         if v_count > 1 then
             raise exception using errcode = 'PV002', message = pg_catalog.format(
                 'privacy: correction at %s of the source matches %s rows of %s here; not applied', p_seq, v_count, v_rel);

@@ -319,7 +319,9 @@ begin
         if v_name is null or pg_catalog.to_regclass('privacy.' || pg_catalog.quote_ident(v_name)) is null then
             continue;
         end if;
-        perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('privacy.citus_collect_corrections'));
+        -- One collector at a time, by a lock no other role can take (an advisory lock anyone
+        -- could hold and stall every heal: found by an outside attack).
+        lock table privacy.corrections in share row exclusive mode;
         perform privacy.citus_session();
         v_ids := '{}';
         for r in execute pg_catalog.format('select j.*, (j.subject_key)::pg_catalog.text as key_text from privacy.%I j '
@@ -351,13 +353,16 @@ begin
 end;
 $$;
 
--- Declares (P_ON) or ends the toolkit's own statements of PURPOSE in this distributed
--- transaction, for the shards' triggers (privacy.citus_declared): 'erasure' (a subject's
--- rows deleted, not corrections: nothing written down, no values kept) or 'sync' (a
--- source's corrections replayed under sync's break-glass: not corrections of this copy).
--- The toolkit's owner only; nothing on one machine. The row must not outlive its
--- statements: transaction numbers start again when the coordinator restarts.
-create or replace function privacy.citus_declare(p_purpose text, p_on boolean)
+-- Declares (P_ON) or ends the toolkit's own statements of PURPOSE on the rows of subjects
+-- P_KEYS in this distributed transaction, for the shards' triggers
+-- (privacy.citus_declared): 'erasure' (their rows deleted, not corrections: nothing
+-- written down, no values kept) or 'sync' (a source's correction replayed under sync's
+-- break-glass: not a correction of this copy). A shard lets through only the rows of
+-- those subjects, changed by the toolkit's owner. The toolkit's owner only; nothing on
+-- one machine. The rows must not outlive their statements: transaction numbers start
+-- again when the coordinator restarts.
+drop function if exists privacy.citus_declare(text, boolean);
+create or replace function privacy.citus_declare(p_purpose text, p_on boolean, p_subject_type text, p_keys text[])
     returns void
     volatile
     set search_path = ''
@@ -370,9 +375,10 @@ begin
     perform privacy.citus_session();
     perform 1 from privacy.citus_declared limit 1;  -- a distributed read first: the transaction has its number
     if p_on then
-        execute 'insert into privacy.citus_declared (txn_initiator, txn, purpose) '
-                'select t.initiator_node_identifier, t.transaction_number, $1 from pg_catalog.get_current_transaction_id() t '
-                'on conflict do nothing' using p_purpose;
+        execute 'insert into privacy.citus_declared (txn_initiator, txn, purpose, subject_type, subject_key) '
+                'select t.initiator_node_identifier, t.transaction_number, $1, coalesce($2, ''''), coalesce(k, '''') '
+                'from pg_catalog.get_current_transaction_id() t cross join pg_catalog.unnest($3::pg_catalog.text[]) k '
+                'on conflict do nothing' using p_purpose, p_subject_type, p_keys;
     else
         execute 'delete from privacy.citus_declared d using pg_catalog.get_current_transaction_id() t '
                 'where d.txn_initiator = t.initiator_node_identifier and d.txn = t.transaction_number and d.purpose = $1' using p_purpose;
@@ -589,9 +595,7 @@ declare
     v_pointing text;
     v_pointed_at text;
     v_journal name;
-    v_declared text := '(exists (select 1 from privacy.citus_declared d cross join pg_catalog.get_current_transaction_id() t '
-                       'where d.txn_initiator operator(pg_catalog.=) t.initiator_node_identifier and d.txn operator(pg_catalog.=) t.transaction_number '
-                       'and d.purpose operator(pg_catalog.=) ''{purpose}''))';
+    v_declared text;
     v_corrector text;
     v_correct_delete text;
     v_correct_update text;
@@ -748,6 +752,18 @@ $body$$f$, v_fn, v_insert_lookup, v_privileged, v_table,
     -- node for the ledger (citus_ensure_journal, citus_collect_corrections); refused where
     -- there is no journal table (a reference table's trigger runs on every node's copy).
     v_journal := privacy.citus_journal_name(p.subject_type);
+    -- The toolkit's own erasure or sync replay of this row's subject (citus_declare), run
+    -- as the toolkit's owner: a transaction id alone can be set by anyone on a worker.
+    v_declared := pg_catalog.format(
+        '(v_actor operator(pg_catalog.=) %L and exists (select 1 from privacy.citus_declared d '
+        'cross join pg_catalog.get_current_transaction_id() t '
+        'where d.txn_initiator operator(pg_catalog.=) t.initiator_node_identifier and d.txn operator(pg_catalog.=) t.transaction_number '
+        'and d.purpose operator(pg_catalog.=) ''{purpose}'' and d.subject_type operator(pg_catalog.=) %L '
+        'and d.subject_key operator(pg_catalog.=) %s))',
+        v_toolkit_owner, p.subject_type, pg_catalog.format('(old.%s::%s)::pg_catalog.text', v_col, v_key_type));
+    if v_reference then
+        v_declared := 'false';  -- whose a reference table's row is, a node cannot tell
+    end if;
     -- Who may correct on a shard: a member of the steward role, a superuser or a BYPASSRLS
     -- role, as the role Citus connects as (the coordinator's current user: inside a
     -- SECURITY DEFINER function, its owner, so not the table's owner as on one machine).

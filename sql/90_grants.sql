@@ -118,7 +118,7 @@ as $$
         ('privacy.citus_path(regclass,text,text,name[],regclass,name[])', 'owner'),
         ('privacy.citus_refuse(text,text,smallint,text,boolean,text)', 'owner'), ('privacy.citus_guard_truncate()', 'owner'),
         ('privacy.citus_remark_table(integer,boolean)', 'owner'), ('privacy.citus_mark_referenced(integer,text[])', 'owner'), ('privacy.citus_journal_name(text)', 'owner'), ('privacy.citus_ensure_journal(text)', 'owner'),
-        ('privacy.citus_collect_corrections()', 'owner'), ('privacy.citus_declare(text,boolean)', 'owner'), ('privacy.citus_enforcement_plan(integer)', 'owner')
+        ('privacy.citus_collect_corrections()', 'owner'), ('privacy.citus_declare(text,boolean,text,text[])', 'owner'), ('privacy.citus_enforcement_plan(integer)', 'owner')
 $$;
 
 -- Who the model says may execute FUNCTION besides its owner: 'PUBLIC', the steward

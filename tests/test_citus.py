@@ -509,6 +509,52 @@ def test_a_correction_too_large_to_journal_is_refused(cdb: CitusDb) -> None:
     assert cdb.scalar("select count(*) from privacy.corrections") == 1
 
 
+def test_an_erasure_lets_through_only_its_own_subject_done_by_the_toolkit(cdb: CitusDb) -> None:
+    """Found by an outside attack. (1) The erasure's declaration let a trigger of the table
+    owner's, firing during the erasure, delete another restricted subject's rows on the
+    same shard, unjournaled: a declaration names its subjects now. (2) Any login may set
+    its distributed transaction id on a worker (assign_distributed_transaction_id): a
+    declaration also needs the toolkit's owner as the actor. (3) An advisory lock any role
+    could hold stalled every heal(): the collector locks a table of the toolkit's."""
+    restrict(cdb, 3)
+    _, shard3 = cdb.worker_of("orders", 3)
+    other = next(k for k in range(1, 9) if k != 3 and cdb.worker_of("orders", k)[1] == shard3)
+    restrict(cdb, other)
+    before = rows(cdb.su, "select * from orders where customer_id = %s order by id", (other,))
+    cdb.owner.execute("set citus.enable_unsafe_triggers = on")
+    cdb.owner.execute(f"""create function public.rider() returns trigger language plpgsql
+        set citus.enable_manual_changes_to_shards = on as $$
+        begin
+          if old.customer_id <> {other} then
+            execute format('delete from %I.%I where customer_id = {other}', tg_table_schema, tg_table_name);
+          end if;
+          return null;
+        end $$""")
+    cdb.owner.execute("create trigger rider after delete on public.orders for each row execute function public.rider()")
+    result = cli(cdb, "erase", "3", "--reason", "retention ended")
+    assert result.exit_code == 1 and "privacy: DELETE on public.orders refused" in result.stderr, result.output
+    assert rows(cdb.su, "select * from orders where customer_id = %s order by id", (other,)) == before
+    assert cdb.scalar("select count(*) from orders where customer_id = 3") == 2
+    cdb.owner.execute("drop trigger rider on public.orders")
+    # (2) a declaration left behind (simulated), and an app that takes its transaction id on a worker
+    hold(cdb, 2)
+    cdb.su.execute("insert into privacy.citus_declared values (0, 999999, 'sync', 'customer', '2')")
+    worker, shard2 = cdb.worker_of("orders", 2)
+    app = worker.connect("app", autocommit=False)
+    app.execute("set citus.enable_manual_changes_to_shards = on")
+    app.execute("select assign_distributed_transaction_id(0, 999999, now())")
+    refused(app, f"delete from {shard2} where customer_id = 2")
+    app.rollback()
+    cdb.su.execute("delete from privacy.citus_declared")
+    assert cdb.scalar("select count(*) from orders where customer_id = 2") == 2
+    # (3) the app holding the collector's old advisory lock changes nothing; the table lock is not the app's
+    cdb.app.execute("select pg_advisory_lock(hashtext('privacy.citus_collect_corrections'))")
+    steward = cdb.connect("steward_user")
+    steward.execute("set statement_timeout = '10s'")
+    steward.execute("select privacy.heal()")
+    refused(cdb.connect("app", autocommit=False), "lock table privacy.corrections in share row exclusive mode", sqlstate="42501")
+
+
 def test_an_erasure_leaves_a_correction_committed_while_it_waited(cdb: CitusDb) -> None:
     """Found by an outside attack: the erasure deleted what the shards had written down of its
     subject, also a steward's correction that committed while the erasure waited for its

@@ -144,7 +144,7 @@ MODEL: dict[str, tuple[str, bool]] = {
     "privacy.citus_journal_name(text)": (OWNER, False),
     "privacy.citus_ensure_journal(text)": (OWNER, False),
     "privacy.citus_collect_corrections()": (OWNER, False),
-    "privacy.citus_declare(text,boolean)": (OWNER, False),
+    "privacy.citus_declare(text,boolean,text,text[])": (OWNER, False),
     "privacy.key_type_problem(regclass,name)": (OWNER, False),
     "privacy.key_cast_type(text)": (OWNER, False),
     "privacy.citus_enforcement_plan(integer)": (OWNER, False),
