@@ -268,6 +268,7 @@ declare
     v_has_deps boolean := false;
     v_steward text := pg_catalog.quote_literal(privacy.steward_role());
     v_policy_check text;
+    v_toolkit_owner name;
     v_purpose_arms text;
     v_target oid;
     v_is_partition boolean;
@@ -600,10 +601,16 @@ $body$$f$, v_fn, v_prop);
     --    An application BEFORE UPDATE trigger could change them without the statement
     --    naming them: where a table has one, the second trigger (and the propagation)
     --    fire on every UPDATE and test the values.
+    --    A mark written on an unmarked row is judged unless the toolkit's owner writes
+    --    it: placement marks a subject's rows as the owner (a million of them for a large
+    --    subject, where judging each cost half the placement's time), and the owner can
+    --    only add protection that way (a marked row's every change, the owner's too, is
+    --    judged by the first trigger; a changed path by this one, whoever changes it).
     -- The toolkit's owner reads restricted rows too, also where the table is FORCEd
     -- under row-level security: its lookups (a child's parent's mark) must not fail open.
+    v_toolkit_owner := (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy');
     v_policy_check := pg_catalog.format('privacy_mark < 2 or pg_catalog.pg_has_role(%s, ''MEMBER'') or pg_catalog.pg_has_role(%L, ''USAGE'')',
-        v_steward, (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy'));
+        v_steward, v_toolkit_owner);
     -- Purposes (sql/33_purposes.sql): the policy for every role lets purpose-scoped rows
     -- through, and each purpose's own policy hides the rows restricted for it.
     v_purpose_arms := privacy.purpose_policy_arms();
@@ -637,7 +644,8 @@ $body$$f$, v_fn, v_prop);
             union all
             select 'trigger', 'Privacy_check_update_path',
                    'create trigger "Privacy_check_update_path" after update' || v_update_of || ' on {target} for each row when '
-                   '(old.privacy_mark = 0 and (new.privacy_mark <> 0 or ' || v_path_changed || ')) execute function ' || v_fn || '_row()'
+                   '(old.privacy_mark = 0 and (' || v_path_changed || ' or (new.privacy_mark <> 0 and current_user <> '
+                   || pg_catalog.quote_literal(v_toolkit_owner) || '::name))) execute function ' || v_fn || '_row()'
             union all
             select 'trigger', 'Privacy_check_delete',
                    'create trigger "Privacy_check_delete" after delete on {target} for each row when (old.privacy_mark <> 0) '

@@ -175,6 +175,30 @@ def test_the_owner_cannot_escape_a_hold_through_the_mark_or_a_cascade(db: Db) ->
     assert db.scalar("select count(*) from order_items where order_id in (30, 31)") == 2
 
 
+def test_only_the_toolkits_owner_writes_marks_unjudged_and_only_onto_unmarked_rows(db: Db) -> None:
+    """Placement marks as the toolkit's owner without the row-by-row check (issue 15: it
+    was half of a large placement's time); a mark the owner writes on an unmarked row
+    only adds protection. Everyone else's is put back, and a path the owner changes is
+    judged as anyone's."""
+    hold(db, 3)
+    owner, steward = db.owner, db.steward
+    steward.execute("update orders set privacy_mark = 1 where id = 10")
+    assert db.scalar("select privacy_mark from orders where id = 10") == 0
+    # The owner moves an unmarked row onto the held subject: it is held from then on.
+    owner.execute("update orders set customer_id = 3 where id = 11")
+    assert db.scalar("select privacy_mark from orders where id = 11") == 1
+    refused(owner, "delete from orders where id = 11")
+    assert db.scalar("select customer_id from orders where id = 11") == 3
+    # The owner's own mark on an unmarked row stays: the row is protected, not exposed.
+    owner.execute("update orders set privacy_mark = 1 where id = 10")
+    refused(db.app, "delete from orders where id = 10")
+    assert db.scalar("select (customer_id, privacy_mark)::text from orders where id = 10") == "(1,1)"
+    # Taking it off again is judged: the mark must be what the subject's state gives.
+    owner.execute("update orders set privacy_mark = 0 where id = 10")
+    refused(owner, "update orders set privacy_mark = 0 where id = 30")
+    assert db.scalar("select privacy_mark from orders where id = 30") == 1
+
+
 def test_identifiers_are_never_spliced(db: Db) -> None:
     for table in ("public.products; drop table customers", "products'; drop table customers; --",
                   '"products""; drop table customers"'):
