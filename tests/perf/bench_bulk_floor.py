@@ -2,15 +2,22 @@
 
     .venv/bin/python tests/perf/bench_bulk_floor.py [--rows 1000000] [--runs 3]
 
-Without the toolkit: 100,000 customers with a privacy_mark (1% marked), and four tables
-of orders that differ only in how a new row gets its customer's mark:
+Without the toolkit: 100,000 customers with a privacy_mark (1% marked), and tables of
+orders that differ only in how a new row gets its customer's mark:
 - none: no trigger (the baseline);
 - row: a BEFORE INSERT row trigger that reads the parent's mark (SECURITY DEFINER
   PL/pgSQL, one indexed query, no lock): the floor of what the toolkit does per row;
+- row, locking: the same query FOR SHARE of the parent, as the toolkit's trigger (a
+  placement marking the parent then waits for the new row's commit and marks it too);
 - statement: an AFTER INSERT statement trigger with a transition table that locks the
-  distinct parents FOR SHARE, then updates the new rows whose mark differs from their
-  parent's (one join per statement; only marked subjects' rows are written twice);
-- statement, all marked: the same, with every new row's customer marked (its worst case).
+  distinct parents FOR SHARE, then updates the new rows whose parent is marked (two
+  statements written into the function, as the toolkit would generate them per table;
+  only marked subjects' rows are written twice);
+- row, locking, + statement: the row trigger and beside it a statement trigger with a
+  transition table that does nothing: the least a single-row INSERT would pay for
+  having both (the row trigger for single rows, the statement trigger for bulk loads);
+- statement, all marked: the statement trigger with every new row's customer marked
+  (its worst case).
 Measures INSERT ... SELECT of ROWS rows (rolled back) and pgbench single-row INSERTs
 (2 clients, prepared, 5 s), alternating tables; prints medians and ratios to none.
 """
@@ -40,25 +47,43 @@ begin
 end $$;
 create function row_mark() returns trigger language plpgsql as
     'begin new.privacy_mark := public.parent_mark(new.customer_id); return new; end';
-create function statement_mark() returns trigger security definer language plpgsql as $$
+create function row_mark_locking() returns trigger security definer language plpgsql as $$
+declare v smallint;
 begin
-    perform 1 from public.customers c where c.id in (select distinct n.customer_id from new_rows n) for share of c;
-    execute format('update %s o set privacy_mark = c.privacy_mark from new_rows n join public.customers c on c.id = n.customer_id '
-                   'where o.id = n.id and n.privacy_mark is distinct from c.privacy_mark', tg_relid::regclass);
-    return null;
+    select c.privacy_mark into v from public.customers c where c.id operator(pg_catalog.=) new.customer_id for share of c;
+    new.privacy_mark := coalesce(v, 0);
+    return new;
 end $$;
+create function nothing() returns trigger language plpgsql as 'begin return null; end';
 """
 TABLE = """
 create table {t} (id bigserial primary key, customer_id integer not null references customers (id),
                   total integer not null, privacy_mark smallint not null default 0);
 create index on {t} (customer_id);
 """
+STATEMENT_MARK = """
+create function statement_mark_{t}() returns trigger security definer language plpgsql as $$
+begin
+    perform 1 from public.customers c where c.id in (select distinct n.customer_id from new_rows n) for share of c;
+    update public.{t} o set privacy_mark = c.privacy_mark from new_rows n join public.customers c on c.id = n.customer_id
+     where o.id = n.id and c.privacy_mark <> 0;
+    return null;
+end $$;
+"""
 VARIANTS = {
-    "none": "",
-    "row": "create trigger mark before insert on orders_row for each row execute function row_mark();",
-    "statement": "create trigger mark after insert on orders_statement referencing new table as new_rows "
-                 "for each statement execute function statement_mark();",
+    "none": [],
+    "row": ["create trigger mark before insert on {t} for each row execute function row_mark()"],
+    "row, locking": ["create trigger mark before insert on {t} for each row execute function row_mark_locking()"],
+    "statement": [STATEMENT_MARK, "create trigger mark after insert on {t} referencing new table as new_rows "
+                                  "for each statement execute function statement_mark_{t}()"],
+    "row, locking, + statement": ["create trigger mark before insert on {t} for each row execute function row_mark_locking()",
+                                  "create trigger mark_bulk after insert on {t} referencing new table as new_rows "
+                                  "for each statement execute function nothing()"],
 }
+
+
+def table_of(variant: str) -> str:
+    return "orders_" + re.sub(r"[^a-z]+", "_", variant).strip("_")
 
 
 def insert_select(cluster: Cluster, table: str, rows: int, marked: bool) -> float:
@@ -99,21 +124,21 @@ def main() -> None:
             su.execute("create database floor")
         with psycopg.connect(cluster.dsn("floor"), autocommit=True) as su:
             su.execute(SETUP)
-            for name, trigger in VARIANTS.items():
-                su.execute(TABLE.format(t=f"orders_{name}"))
-                if trigger:
-                    su.execute(trigger)
+            for name, statements in VARIANTS.items():
+                su.execute(TABLE.format(t=table_of(name)))
+                for statement in statements:
+                    su.execute(statement.replace("{t}", table_of(name)))
             su.execute("vacuum analyze")
-        cases = [("none", False), ("row", False), ("statement", False), ("statement", True)]
+        cases = [(name, False) for name in VARIANTS] + [("statement", True)]
         loads: dict[str, list[float]] = {}
         tps: dict[str, list[float]] = {}
         for run in range(args.runs):
             for name, marked in (cases if run % 2 == 0 else list(reversed(cases))):
                 label = name + (", all marked" if marked else "")
-                loads.setdefault(label, []).append(insert_select(cluster, f"orders_{name}", args.rows, marked))
+                loads.setdefault(label, []).append(insert_select(cluster, table_of(name), args.rows, marked))
                 if not marked:
-                    tps.setdefault(label, []).append(pgbench(cluster, f"orders_{name}", 5))
-                print(f"  run {run + 1} {label:22s} {loads[label][-1]:7.2f} s" + (f"  {tps[label][-1]:9.0f} tps" if not marked else ""),
+                    tps.setdefault(label, []).append(pgbench(cluster, table_of(name), 5))
+                print(f"  run {run + 1} {label:26s} {loads[label][-1]:7.2f} s" + (f"  {tps[label][-1]:9.0f} tps" if not marked else ""),
                       flush=True)
         print()
         print(f"| marking trigger | INSERT ... SELECT of {args.rows:,} rows, median s | ratio to none "
