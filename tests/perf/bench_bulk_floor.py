@@ -16,10 +16,15 @@ orders that differ only in how a new row gets its customer's mark:
 - row, locking, + statement: the row trigger and beside it a statement trigger with a
   transition table that does nothing: the least a single-row INSERT would pay for
   having both (the row trigger for single rows, the statement trigger for bulk loads);
+- none, row-level security / statement, row-level security: no trigger, and the statement
+  trigger, on a table with the toolkit's two policies (every protected table has them);
+- empty row + statement: a row trigger that returns the row as it is, and the statement
+  trigger: the least a design pays on a bulk load where the row trigger marks single rows
+  and leaves a bulk load's rows to the statement trigger;
 - statement, all marked: the statement trigger with every new row's customer marked
   (its worst case).
 Measures INSERT ... SELECT of ROWS rows (rolled back) and pgbench single-row INSERTs
-(2 clients, prepared, 5 s), alternating tables; prints medians and ratios to none.
+(2 clients, prepared, 5 s), as a plain role `loader` (the policies apply to it), alternating tables; prints medians and ratios to none.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ begin
     return new;
 end $$;
 create function nothing() returns trigger language plpgsql as 'begin return null; end';
+create function nothing_to_row() returns trigger language plpgsql as 'begin return new; end';
+create role loader login;
+create role privacy_steward nologin;
 """
 TABLE = """
 create table {t} (id bigserial primary key, customer_id integer not null references customers (id),
@@ -70,12 +78,27 @@ begin
     return null;
 end $$;
 """
+# The toolkit's two policies (sql/20_enforce.sql): what every INSERT of a protected table
+# pays for row-level security, whatever marks the row.
+RLS = """
+alter table {t} enable row level security;
+create policy privacy_hide_restricted on {t} as restrictive
+    using (privacy_mark < 2 or pg_catalog.pg_has_role('privacy_steward', 'MEMBER') or pg_catalog.pg_has_role('postgres', 'USAGE'))
+    with check (privacy_mark < 2 or pg_catalog.pg_has_role('privacy_steward', 'MEMBER') or pg_catalog.pg_has_role('postgres', 'USAGE'));
+create policy privacy_permit_all on {t} using (true) with check (true);
+"""
 VARIANTS = {
     "none": [],
     "row": ["create trigger mark before insert on {t} for each row execute function row_mark()"],
     "row, locking": ["create trigger mark before insert on {t} for each row execute function row_mark_locking()"],
     "statement": [STATEMENT_MARK, "create trigger mark after insert on {t} referencing new table as new_rows "
                                   "for each statement execute function statement_mark_{t}()"],
+    "none, row-level security": [RLS],
+    "statement, row-level security": [STATEMENT_MARK, "create trigger mark after insert on {t} referencing new table as new_rows "
+                                                      "for each statement execute function statement_mark_{t}()", RLS],
+    "empty row + statement": ["create trigger mark before insert on {t} for each row execute function nothing_to_row()",
+                              STATEMENT_MARK, "create trigger mark_bulk after insert on {t} referencing new table as new_rows "
+                                              "for each statement execute function statement_mark_{t}()"],
     "row, locking, + statement": ["create trigger mark before insert on {t} for each row execute function row_mark_locking()",
                                   "create trigger mark_bulk after insert on {t} referencing new table as new_rows "
                                   "for each statement execute function nothing()"],
@@ -89,7 +112,7 @@ def table_of(variant: str) -> str:
 def insert_select(cluster: Cluster, table: str, rows: int, marked: bool) -> float:
     # Customers of 1% of the rows are marked; with MARKED, every row's customer is.
     customer = "1 + 100 * (g % 999)" if marked else "2 + g % 99990"
-    with psycopg.connect(cluster.dsn("floor")) as conn:
+    with psycopg.connect(cluster.dsn("floor", user="loader")) as conn:
         started = time.monotonic()
         conn.execute(f"insert into {table} (customer_id, total) select {customer}, g from generate_series(1, {rows}) g")
         elapsed = time.monotonic() - started
@@ -106,7 +129,7 @@ def pgbench(cluster: Cluster, table: str, seconds: int) -> float:
         script.chmod(0o644)
         Path(tmp).chmod(0o755)
         out = subprocess.run([str(cluster.bindir / "pgbench"), "-n", "-c", "2", "-j", "2", "-M", "prepared", "-T", str(seconds),
-                              "-f", str(script), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", cluster.superuser, "floor"],
+                              "-f", str(script), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "loader", "floor"],
                              capture_output=True, text=True, check=True)
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out.stdout)
     assert match, out.stdout + out.stderr
@@ -128,6 +151,8 @@ def main() -> None:
                 su.execute(TABLE.format(t=table_of(name)))
                 for statement in statements:
                     su.execute(statement.replace("{t}", table_of(name)))
+            su.execute("grant select, insert on all tables in schema public to loader; "
+                       "grant usage on all sequences in schema public to loader")
             su.execute("vacuum analyze")
         cases = [(name, False) for name in VARIANTS] + [("statement", True)]
         loads: dict[str, list[float]] = {}
