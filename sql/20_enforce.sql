@@ -525,11 +525,19 @@ $body$$f$, v_fn, privacy.join_columns('old.{c}', v_cols, ', '), privacy.join_col
         v_has_deps := true;
         if d.path_kind = 'via' then
             -- (A placement marks a marked_in_bulk table itself, in one statement: 30_holds.sql.)
+            -- The new mark only if the row still has it: a mark someone wrote that the
+            -- row's own check put back (step 8's "Privacy_check_update_path" fires first)
+            -- must not reach the rows below, which this function writes as the toolkit's
+            -- owner (whose marks on unmarked rows are not checked again).
             v_prop := v_prop || pg_catalog.format($f$
-    if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark%s then
+    if tg_op = 'UPDATE' and new.privacy_mark is distinct from old.privacy_mark%s
+       and exists (select from %s p where %s and p.privacy_mark operator(pg_catalog.=) new.privacy_mark) then
         update %s c set privacy_mark = new.privacy_mark
          where %s and c.privacy_mark is distinct from new.privacy_mark;
     end if;$f$, case when privacy.marked_in_bulk(d.id) then ' and not privacy.marking_in_bulk()' else '' end,
+                v_rel,
+                privacy.join_pairs('p.{a} operator(pg_catalog.=) new.{a}', privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)),
+                                   privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ' and '),
                 privacy.relation_of(d),
                 privacy.join_pairs('c.{a} = new.{b}', privacy.quoted(privacy.column_names(d.relid, d.attnums)),
                                    privacy.quoted(privacy.column_names(v_rel, d.parent_attnums)), ' and '));
@@ -644,7 +652,7 @@ $body$$f$, v_fn, v_prop);
             union all
             select 'trigger', 'Privacy_check_update_path',
                    'create trigger "Privacy_check_update_path" after update' || v_update_of || ' on {target} for each row when '
-                   '(old.privacy_mark = 0 and (' || v_path_changed || ' or (new.privacy_mark <> 0 and current_user <> '
+                   '(old.privacy_mark = 0 and (' || v_path_changed || ' or new.privacy_mark < 0 or (new.privacy_mark > 0 and current_user <> '
                    || pg_catalog.quote_literal(v_toolkit_owner) || '::name))) execute function ' || v_fn || '_row()'
             union all
             select 'trigger', 'Privacy_check_delete',

@@ -197,6 +197,58 @@ def test_only_the_toolkits_owner_writes_marks_unjudged_and_only_onto_unmarked_ro
     owner.execute("update orders set privacy_mark = 0 where id = 10")
     refused(owner, "update orders set privacy_mark = 0 where id = 30")
     assert db.scalar("select privacy_mark from orders where id = 30") == 1
+    # A negative mark (the sign bit) is no protection: put back, the owner's too.
+    owner.execute("update orders set privacy_mark = -32768 where id = 10")
+    assert db.scalar("select privacy_mark from orders where id = 10") == 0
+
+
+@pytest.mark.parametrize("who", ["app", "steward"])
+def test_a_mark_put_back_does_not_reach_the_rows_below(db: Db, who: str) -> None:
+    """The propagation writes the rows below as the toolkit's owner, whose marks on
+    unmarked rows are not checked again: it must pass on only a mark the row kept (an
+    outside attack found the application's rejected mark planted on the order's items)."""
+    conn = db.app if who == "app" else db.steward
+    for statement in ("update orders set privacy_mark = 1 where id = 10",
+                      "update orders set privacy_mark = -32768 where id = 10",
+                      "update customers set privacy_mark = 1 where id = 1",
+                      "update customers set privacy_mark = -32768 where id = 1"):
+        conn.execute(statement)
+    if who == "steward":
+        db.steward.execute("update orders set privacy_mark = 2 where id = 10")  # hiding an order's items, unrecorded
+    assert db.scalar("select array_agg(distinct privacy_mark) from customers where id = 1") == [0]
+    assert db.scalar("select array_agg(distinct privacy_mark) from orders where customer_id = 1") == [0]
+    assert db.scalar("select array_agg(distinct privacy_mark) from order_items where order_id in (10, 11)") == [0]
+    db.app.execute("delete from order_items where id = 100")  # still the application's to delete
+    assert db.scalar("select count(*) from order_items where id = 100") == 0
+
+
+def test_a_row_moved_onto_a_held_subject_with_its_mark_written_takes_its_items_along(db: Db) -> None:
+    """A mark the row's check accepts (the subject's own) still reaches the rows below."""
+    hold(db, 3)
+    db.app.execute("update orders set customer_id = 3, privacy_mark = 1 where id = 10")
+    assert db.scalar("select privacy_mark from orders where id = 10") == 1
+    assert db.scalar("select array_agg(distinct privacy_mark) from order_items where order_id = 10") == [1]
+    refused(db.app, "delete from order_items where order_id = 10")
+    assert db.scalar("select count(*) from order_items where order_id = 10") == 1
+
+
+def test_the_sign_bit_cannot_uncover_a_restricted_row_pointed_at_by_others(db: Db) -> None:
+    """A --referenced-by table's mark is the bit_or of its referencing rows' marks: a
+    negative mark planted on one of them (sign bit: < 2) would have shown the row."""
+    owner = db.owner
+    owner.execute("create table parcels (id integer primary key, label text not null)")
+    owner.execute("insert into parcels values (1, 'parcel shared by customers 1 and 2')")
+    owner.execute("alter table order_items add column parcel_id integer references parcels (id)")
+    owner.execute("select privacy.protect_referenced_by('public.parcels', 'public.order_items', 'parcel_id')")
+    owner.execute("grant select on parcels to app")
+    owner.execute("update order_items set parcel_id = 1 where id in (100, 200)")
+    restrict(db, 2)
+    assert db.app.execute("select count(*) from parcels").fetchone()[0] == 0
+    db.app.execute("update orders set privacy_mark = -32768 where id = 10")
+    owner.execute("update orders set privacy_mark = -32768 where id = 10")
+    owner.execute("update order_items set privacy_mark = -32768 where id = 100")
+    assert db.app.execute("select count(*) from parcels").fetchone()[0] == 0
+    assert db.scalar("select privacy_mark from parcels where id = 1") >= 2
 
 
 def test_identifiers_are_never_spliced(db: Db) -> None:
