@@ -609,11 +609,14 @@ $body$$f$, v_fn, v_prop);
     --    An application BEFORE UPDATE trigger could change them without the statement
     --    naming them: where a table has one, the second trigger (and the propagation)
     --    fire on every UPDATE and test the values.
-    --    A mark written on an unmarked row is judged unless the toolkit's owner writes
-    --    it: placement marks a subject's rows as the owner (a million of them for a large
-    --    subject, where judging each cost half the placement's time), and the owner can
-    --    only add protection that way (a marked row's every change, the owner's too, is
-    --    judged by the first trigger; a changed path by this one, whoever changes it).
+    --    A positive mark written on an unmarked row is judged unless the toolkit's owner
+    --    writes it: placement marks a subject's rows as the owner (a million of them for a
+    --    large subject, where judging each cost half the placement's time), and the owner
+    --    can only add protection that way (a marked row's every change, the owner's too, is
+    --    judged by the first trigger; a changed path and a negative mark, which the
+    --    policies' `< 2` would let through, by this one, whoever writes them). Step 6's
+    --    propagation passes on only a mark the row kept, so one put back never reaches
+    --    the rows below.
     -- The toolkit's owner reads restricted rows too, also where the table is FORCEd
     -- under row-level security: its lookups (a child's parent's mark) must not fail open.
     v_toolkit_owner := (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n where n.nspname = 'privacy');
